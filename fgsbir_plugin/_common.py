@@ -1,0 +1,73 @@
+"""Small helpers shared by every module: where the real data lives, atomic writes, fingerprints."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+
+__all__ = ["default_data_dir", "atomic_path", "atomic_write_bytes", "tensor_fingerprint"]
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_data_dir() -> Path | None:
+    """The folder holding the real FG-SBIR datasets, or None when there is none.
+
+    ``$FGSBIR_DATA`` wins; otherwise ``../shared/data`` next to the project checkout.
+    """
+    env = os.environ.get("FGSBIR_DATA")
+    if env:
+        return Path(env)
+    candidate = _REPO_ROOT.parent / "shared" / "data"
+    return candidate if candidate.is_dir() else None
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
+
+    If the body raises, the temporary file is removed and ``path`` is left as it was, so a
+    reader never sees a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file + rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def tensor_fingerprint(tensors: Mapping[str, torch.Tensor] | torch.Tensor) -> str:
+    """A SHA-256 hex digest of tensors' names, dtypes, shapes and exact values.
+
+    Equal for bit-identical weights, different for any other change; used to check that a saved
+    search index matches the model and HOLEF matrix it is used with.
+    """
+    if isinstance(tensors, torch.Tensor):
+        tensors = {"": tensors}
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

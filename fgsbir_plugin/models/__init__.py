@@ -1,0 +1,1 @@
+"""DSSA model family, registered with timm on import."""
