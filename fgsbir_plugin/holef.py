@@ -28,6 +28,7 @@ Two properties users must know (both are tested):
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -91,6 +92,14 @@ def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return dtype
 
 
+def _autocast_off(device_type: str):
+    """A context that turns autocast off on ``device_type`` (a no-op where autocast does not exist)."""
+    try:
+        return torch.autocast(device_type=device_type, enabled=False)
+    except RuntimeError:  # e.g. the "meta" device has no autocast
+        return contextlib.nullcontext()
+
+
 def holef_distance_matrix(s: torch.Tensor, p: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """All-pairs HOLEF energy ``D[a, b] = sum_ij W_ij (s[a, i] - p[b, j])^2`` in closed form.
 
@@ -106,7 +115,7 @@ def holef_distance_matrix(s: torch.Tensor, p: torch.Tensor, W: torch.Tensor) -> 
     """
     _check_inputs(s, p, W, pairwise=False)
     dtype = _compute_dtype(s, p, W)
-    with torch.autocast(device_type=s.device.type, enabled=False):
+    with _autocast_off(s.device.type):
         s, p, W = s.to(dtype), p.to(dtype), W.to(dtype)
         r = W.sum(dim=1)  # [d] row sums weight s_i^2
         c = W.sum(dim=0)  # [d] column sums weight p_j^2
@@ -133,7 +142,7 @@ def holef_pairwise(s: torch.Tensor, p: torch.Tensor, W: torch.Tensor) -> torch.T
     """
     _check_inputs(s, p, W, pairwise=True)
     dtype = _compute_dtype(s, p, W)
-    with torch.autocast(device_type=s.device.type, enabled=False):
+    with _autocast_off(s.device.type):
         s, p, W = s.to(dtype), p.to(dtype), W.to(dtype)
         r, c = W.sum(dim=1), W.sum(dim=0)
         return (s * s) @ r + (p * p) @ c - 2.0 * ((s @ W) * p).sum(dim=1)
@@ -275,6 +284,9 @@ class HOLEFLoss(TripletMarginLoss):
             photo) does not define.
 
     Call it like any PML loss: ``loss(sketch_emb, labels, indices_tuple, ref_emb=photo_emb, ref_labels=...)``.
+    PML treats ``ref_labels`` that *is* ``labels`` (the same tensor object) as the batch compared with
+    itself and drops the ``i == j`` pairs; with one sketch per photo and photo ids as labels, pass
+    ``ref_labels=labels.clone()``.
     """
 
     def __init__(

@@ -210,3 +210,16 @@ def test_bad_input_value_errors(call, match):
 def test_integer_input_type_error():
     with pytest.raises(TypeError, match="floating-point"):
         holef_distance_matrix(torch.ones(2, 3, dtype=torch.long), torch.randn(2, 3), torch.eye(3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_moves_W_and_keeps_float32_under_fp16_autocast():
+    dist = HOLEFDistance(64, normalize_embeddings=False).cuda()
+    with torch.no_grad():
+        dist.weight.add_(0.05 * torch.randn(64, 64, device="cuda"))
+    s, p = torch.randn(33, 64, device="cuda"), torch.randn(17, 64, device="cuda")
+    with torch.autocast("cuda", dtype=torch.float16):
+        got = dist(s.half(), p.half())
+    assert got.dtype == torch.float32 and got.device.type == "cuda"
+    expected = naive_holef(s.half().double(), p.half().double(), dist.weight.double())
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-3)

@@ -242,3 +242,19 @@ def test_pml_treats_the_same_labels_object_as_self_comparison():
     labels = torch.arange(5)
     assert loss_fn(s, labels, ref_emb=p, ref_labels=labels).item() == 0.0
     assert loss_fn(s, labels, ref_emb=p, ref_labels=labels.clone()).item() > 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        ({}, ValueError, "exactly one"),
+        ({"dim": 4, "distance": HOLEFDistance(4)}, ValueError, "exactly one"),
+        ({"distance": LpDistance()}, TypeError, "must be a HOLEFDistance"),
+        ({"dim": 4, "swap": True}, ValueError, "swap"),
+        ({"dim": 4, "reg_kind": "l2"}, ValueError, "reg_kind"),
+        ({"dim": 4, "reg_weight": -1.0}, ValueError, "reg_weight"),
+    ],
+)
+def test_holef_loss_bad_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        HOLEFLoss(**kwargs)
