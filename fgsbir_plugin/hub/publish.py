@@ -480,7 +480,8 @@ def _write_parquet_shards(ds, directory: Path, split: str, max_shard_bytes: int)
         nbytes = ds._estimate_nbytes()  # counts the image files an Image column points at
     except AttributeError:
         nbytes = ds.data.nbytes
-    num_shards = max(1, int(nbytes / max_shard_bytes) + 1)
+    # Never more shards than rows: an empty shard is not a valid Parquet split file for the Hub.
+    num_shards = max(1, min(int(nbytes / max_shard_bytes) + 1, len(ds)))
     paths = []
     for index in range(num_shards):
         shard = ds.shard(num_shards=num_shards, index=index, contiguous=True)
