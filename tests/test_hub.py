@@ -562,3 +562,58 @@ def test_push_model_raises_publish_error_from_the_library(tmp_path, monkeypatch)
     api = FakeApi(fail={"create_repo": _http_error(HfHubHTTPError, 403)})
     with pytest.raises(PublishError, match="403 Forbidden"):
         push_model(run, REPO, token=TOKEN, api=api)
+
+
+def _dssa_holef_available() -> str | None:
+    reason = _dssa_available()
+    if reason or holef_distance_matrix is None:
+        return reason or "fgsbir_plugin.holef not importable (holef branch not merged)"
+    try:
+        timm.create_model("dssa", holef=True)
+    except (NotImplementedError, TypeError) as err:
+        return f"dssa(holef=True) is not wired yet ({type(err).__name__})"
+    return None
+
+
+@pytest.mark.skipif(_dssa_holef_available() is not None, reason=str(_dssa_holef_available()))
+def test_real_dssa_holef_model_round_trips_w_and_distances(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = timm.create_model("dssa", holef=True).eval()
+    with torch.no_grad():
+        for p in model.distance.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    run = tmp_path / "run"
+    save_model(model, run / "model")
+    (run / "run_config.json").write_text(json.dumps({**RUN_CONFIG, "model": "dssa", "holef": True}))
+    out = push_model(run, REPO, dry_run=tmp_path / "out")
+    _populate_hub_cache(tmp_path / "cache", REPO, out)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    loaded = timm.create_model(f"hf-hub:{REPO}", pretrained=True).eval()
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(3, *model.pretrained_cfg["input_size"], generator=g)
+    y = torch.rand(2, *model.pretrained_cfg["input_size"], generator=g)
+    with torch.no_grad():
+        d0 = holef_distance_matrix(model(x), model(y), model.distance.weight_matrix())
+        d1 = holef_distance_matrix(loaded(x), loaded(y), loaded.distance.weight_matrix())
+    assert d0.shape == (3, 2) and torch.equal(d0, d1)
+
+
+def test_card_templates_ship_in_the_wheel():
+    """Every template under fgsbir_plugin/hub/templates is covered by pyproject.toml's package-data."""
+    tomllib = pytest.importorskip("tomllib")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    covered = set()
+    for package, patterns in package_data.items():
+        base = root.joinpath(*package.split("."))
+        covered |= {p.resolve() for pattern in patterns for p in base.glob(pattern)}
+    templates = {p.resolve() for p in (root / "fgsbir_plugin" / "hub" / "templates").iterdir()}
+    assert templates, "no card templates found"
+    missing = sorted(p.name for p in templates - covered)
+    assert not missing, (
+        f"pyproject.toml's [tool.setuptools.package-data] does not ship {missing}; add "
+        '"hub/templates/*.md" to the fgsbir_plugin entry.'
+    )
