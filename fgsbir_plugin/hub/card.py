@@ -262,24 +262,17 @@ def render_dataset_card(
     name: str,
     split_sizes: Mapping[str, Mapping[str, int]],
     schemas: Mapping[str, Mapping[str, str]],
+    configs: Sequence[Mapping],
     license: str = "other",
     source: str | None = None,
-    data_files: Mapping[str, Mapping[str, str]],
 ) -> str:
     """The README.md of a dataset repo.
 
     ``split_sizes[config][split]`` is a row count, ``schemas[config][column]`` a type description,
-    ``data_files[config][split]`` the glob of that split's Parquet shards inside the repo.
+    ``configs`` the Hub ``configs`` YAML list (config_name, data_files) of the Parquet layout.
     """
     from .. import __version__
 
-    configs = []
-    for i, config in enumerate(data_files):
-        entry = {"config_name": config}
-        if i == 0:
-            entry["default"] = True
-        entry["data_files"] = [{"split": s, "path": p} for s, p in data_files[config].items()]
-        configs.append(entry)
     total = sum(n for sizes in split_sizes.values() for n in sizes.values())
     size = next(
         label
@@ -297,9 +290,12 @@ def render_dataset_card(
         "task_categories": ["image-feature-extraction"],
         "tags": ["sketch-based-image-retrieval", "fine-grained-retrieval", "sketch", "fgsbir-plugin"],
         "size_categories": [size],
-        "configs": configs,
+        "configs": [dict(c) for c in configs],
     }
-    splits = sorted({s for sizes in split_sizes.values() for s in sizes})
+    from ..data.schema import SPLITS
+
+    present = {s for sizes in split_sizes.values() for s in sizes}
+    splits = [s for s in SPLITS if s in present] + sorted(present - set(SPLITS))
     table = ["| configuration | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
     for config, sizes in split_sizes.items():
         table.append(f"| `{config}` | " + " | ".join(str(sizes.get(s, 0)) for s in splits) + " |")

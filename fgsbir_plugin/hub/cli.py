@@ -62,7 +62,6 @@ def register(subparsers) -> None:
     d.add_argument("--commit-message", metavar="TEXT", help="commit message on the Hub")
     d.add_argument("--license", default="other", help="licence of the data in the card (default: other)")
     d.add_argument("--source", metavar="TEXT", help="where the original data comes from, for the card")
-    d.add_argument("--max-shard-size", default="500MB", help="largest Parquet shard (default: 500MB)")
     d.add_argument("--overwrite", action="store_true", help="push over a dataset already in the repo")
     d.add_argument(
         "--dry-run",
@@ -119,7 +118,6 @@ def _push_dataset(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         license=args.license,
         source=args.source,
-        max_shard_size=args.max_shard_size,
         dry_run=args.dry_run,
     )
     if args.dry_run is not None:

@@ -418,80 +418,49 @@ def _token_if_any() -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Datasets
+# Datasets: the Parquet layout is fgsbir_plugin.data.export's; this adds the card and the upload.
 
 
-def _load_converted(name: str, data_dir, **reader_kwargs):
-    """Both configurations of a dataset through ``load_fgsbir`` (imported here: the data area is optional)."""
+def _data_module(name: str):
+    """``fgsbir_plugin.data.<name>``, imported on use so that publishing models never needs the readers."""
+    import importlib
+
     try:
-        from ..data import load_fgsbir
+        return importlib.import_module(f"fgsbir_plugin.data.{name}")
     except ImportError as err:
         raise PublishError(
-            f"this installation cannot read datasets ({err}); install fgsbir-plugin with its data readers."
+            f"publishing a dataset needs fgsbir_plugin.data.{name}, which this installation cannot import ({err}); "
+            "install the complete fgsbir-plugin package."
         ) from None
-    return {config: load_fgsbir(name, data_dir, config=config, **reader_kwargs) for config in DATASET_CONFIGS}
+
+
+def _load_converted(name: str, data_dir, **reader_kwargs) -> dict:
+    """``{"sketches": DatasetDict, "photos": DatasetDict}`` of a dataset, read once through load_fgsbir."""
+    load = _data_module("load")
+    if hasattr(load, "load_fgsbir_pair"):
+        sketches, photos = load.load_fgsbir_pair(name, data_dir, **reader_kwargs)
+        return {"sketches": sketches, "photos": photos}
+    return {c: load.load_fgsbir(name, data_dir, config=c, **reader_kwargs) for c in DATASET_CONFIGS}
 
 
 def _describe(feature) -> str:
     from datasets import Image, Value
 
     if isinstance(feature, Image):
-        return "image (PNG/JPEG bytes embedded in the Parquet file)"
+        return "image (the encoded file's bytes, embedded in the Parquet file)"
     if isinstance(feature, Value):
         return feature.dtype
     return type(feature).__name__
 
 
-def _check_schema(dicts: Mapping) -> None:
-    from datasets import DatasetDict
+def _configs_of(card_path: Path) -> list:
+    """The ``configs`` YAML that save_parquet wrote into its README.md (the layout's one description)."""
+    import yaml
 
-    from ..data.schema import PHOTO_FEATURES, SKETCH_FEATURES
-
-    expected = {"sketches": SKETCH_FEATURES, "photos": PHOTO_FEATURES}
-    if set(dicts) != set(expected):
-        raise ValueError(
-            f"a dataset to publish needs exactly the configurations {sorted(expected)}, got {sorted(dicts)}."
-        )
-    for config, dd in dicts.items():
-        if not isinstance(dd, DatasetDict) or not len(dd):
-            raise TypeError(f"the {config} configuration must be a non-empty datasets.DatasetDict of splits.")
-        for split, ds in dd.items():
-            if ds.features != expected[config]:
-                raise ValueError(
-                    f"{config}/{split} has columns {dict(ds.features)} instead of the schema in "
-                    "fgsbir_plugin/data/schema.py; convert it with a reader that produces that schema."
-                )
-    if set(dicts["sketches"]) != set(dicts["photos"]):
-        raise ValueError(
-            f"sketch splits {sorted(dicts['sketches'])} and photo splits {sorted(dicts['photos'])} differ; "
-            "every split needs both its sketches and its gallery."
-        )
-
-
-def _write_parquet_shards(ds, directory: Path, split: str, max_shard_bytes: int) -> list[Path]:
-    """Write ``ds`` as ``{split}-{i:05d}-of-{n:05d}.parquet`` with every image's bytes inside the file.
-
-    Image columns that point at files on disk are embedded first (``datasets.table.embed_table_storage``,
-    as ``Dataset.push_to_hub`` does), so the Parquet files are self-contained.
-    """
-    from datasets.table import embed_table_storage
-
-    try:
-        nbytes = ds._estimate_nbytes()  # counts the image files an Image column points at
-    except AttributeError:
-        nbytes = ds.data.nbytes
-    # Never more shards than rows: an empty shard is not a valid Parquet split file for the Hub.
-    num_shards = max(1, min(int(nbytes / max_shard_bytes) + 1, len(ds)))
-    paths = []
-    for index in range(num_shards):
-        shard = ds.shard(num_shards=num_shards, index=index, contiguous=True)
-        fmt = shard.format
-        shard = shard.with_format("arrow").map(embed_table_storage, batched=True, keep_in_memory=True)
-        shard = shard.with_format(**fmt)
-        path = directory / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"
-        shard.to_parquet(str(path))
-        paths.append(path)
-    return paths
+    text = card_path.read_text(encoding="utf-8")
+    if not text.startswith("---\n"):
+        raise ValueError(f"{card_path} has no YAML front matter; the dataset export changed its layout.")
+    return yaml.safe_load(text.split("---\n", 2)[1])["configs"]
 
 
 def build_dataset_folder(
@@ -502,52 +471,51 @@ def build_dataset_folder(
     name: str,
     license: str = "other",
     source: str | None = None,
-    max_shard_size: str | int = "500MB",
 ) -> Path:
-    """Write the folder a dataset push uploads: ``{config}/{split}-*.parquet`` and ``README.md``.
+    """Write the folder a dataset push uploads: ``{sketches,photos}/{split}-*.parquet`` and ``README.md``.
 
     ``dicts`` maps ``"sketches"`` and ``"photos"`` to ``datasets.DatasetDict`` objects with the row
-    schema of ``fgsbir_plugin/data/schema.py`` and the same split names. The card's YAML declares
-    both configurations, so ``datasets.load_dataset(repo_or_folder, "sketches")`` reads them back.
+    schema of ``fgsbir_plugin/data/schema.py``. The Parquet files (images embedded) are written by
+    ``fgsbir_plugin.data.export.save_parquet``; its README.md is replaced by the full dataset card,
+    which keeps the ``configs`` YAML so ``datasets.load_dataset(repo_or_folder, "sketches")`` works.
     """
-    from datasets.utils.py_utils import convert_file_size_to_int
-
     from .card import render_dataset_card
 
     validate_repo_id(repo_id)
-    _check_schema(dicts)
+    if set(dicts) != set(DATASET_CONFIGS):
+        raise ValueError(
+            f"a dataset to publish needs exactly the configurations {list(DATASET_CONFIGS)}, got {sorted(dicts)}."
+        )
+    if set(dicts["sketches"]) != set(dicts["photos"]):
+        raise ValueError(
+            f"sketch splits {sorted(dicts['sketches'])} and photo splits {sorted(dicts['photos'])} differ; "
+            "every split needs both its sketches and its gallery."
+        )
+    save_parquet = _data_module("export").save_parquet
     out_dir = Path(out_dir)
     _fresh_output(out_dir)
-    max_shard_bytes = convert_file_size_to_int(max_shard_size)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        data_files: dict[str, dict[str, str]] = {}
-        sizes: dict[str, dict[str, int]] = {}
-        schemas: dict[str, dict[str, str]] = {}
-        for config in DATASET_CONFIGS:
-            (tmp / config).mkdir()
-            data_files[config], sizes[config] = {}, {}
-            for split, ds in dicts[config].items():
-                _write_parquet_shards(ds, tmp / config, split, max_shard_bytes)
-                data_files[config][split] = f"{config}/{split}-*.parquet"
-                sizes[config][split] = len(ds)
-            first = next(iter(dicts[config].values()))
-            schemas[config] = {col: _describe(f) for col, f in first.features.items()}
+        folder = save_parquet(dicts["sketches"], dicts["photos"], tmp / "repo", title=name)
+        sizes = {c: {split: len(ds) for split, ds in dicts[c].items()} for c in DATASET_CONFIGS}
+        schemas = {
+            c: {col: _describe(f) for col, f in next(iter(dicts[c].values())).features.items()}
+            for c in DATASET_CONFIGS
+        }
         card = render_dataset_card(
             repo_id=repo_id,
             name=name,
             split_sizes=sizes,
             schemas=schemas,
+            configs=_configs_of(folder / "README.md"),
             license=license,
             source=source,
-            data_files=data_files,
         )
-        (tmp / "README.md").write_text(card, encoding="utf-8")
-        return _place(tmp, out_dir)
+        (folder / "README.md").write_text(card, encoding="utf-8")
+        return _place(folder, out_dir)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def push_dataset(
@@ -562,7 +530,6 @@ def push_dataset(
     overwrite: bool = False,
     license: str = "other",
     source: str | None = None,
-    max_shard_size: str | int = "500MB",
     dry_run: str | os.PathLike | None = None,
     token: str | None = None,
     api=None,
@@ -570,29 +537,20 @@ def push_dataset(
 ) -> str:
     """Publish a converted dataset as Parquet with embedded images; return the commit URL (or dry-run folder).
 
-    The dataset is read with ``load_fgsbir(name, data_dir, config=...)`` for both configurations
-    unless ``dicts`` (``{"sketches": DatasetDict, "photos": DatasetDict}``) is given. Only publish
-    data you have the right to redistribute.
+    The dataset is read with ``load_fgsbir`` (``name``, ``data_dir``, ``reader_kwargs``) unless
+    ``dicts`` (``{"sketches": DatasetDict, "photos": DatasetDict}``) is given. Only publish data you
+    have the right to redistribute.
     """
     validate_repo_id(repo_id)
+    if dry_run is None:
+        token = _resolve_token(token)  # before the (possibly long) read, so a missing token fails fast
     if dicts is None:
         dicts = _load_converted(name, data_dir, **reader_kwargs)
+    card_args = dict(repo_id=repo_id, name=name, license=license, source=source)
     if dry_run is not None:
-        folder_kwargs = dict(
-            repo_id=repo_id, name=name, license=license, source=source, max_shard_size=max_shard_size
-        )
-        return str(build_dataset_folder(dicts, dry_run, **folder_kwargs))
-    token = _resolve_token(token)
+        return str(build_dataset_folder(dicts, dry_run, **card_args))
     with tempfile.TemporaryDirectory(prefix="fgsbir-push-dataset-") as tmp:
-        folder = build_dataset_folder(
-            dicts,
-            Path(tmp) / "repo",
-            repo_id=repo_id,
-            name=name,
-            license=license,
-            source=source,
-            max_shard_size=max_shard_size,
-        )
+        folder = build_dataset_folder(dicts, Path(tmp) / "repo", **card_args)
         return _upload(
             folder,
             repo_id=repo_id,
@@ -603,7 +561,7 @@ def push_dataset(
             commit_message=commit_message or f"Upload {name} with fgsbir push-dataset",
             overwrite=overwrite,
             marker="README.md",
-            # Shards of an earlier upload with another shard count would match the same globs.
+            # Files of an earlier upload (other splits, other shard names) would match the same globs.
             delete_patterns=[f"{config}/*.parquet" for config in DATASET_CONFIGS],
             api=api,
         )
