@@ -145,6 +145,11 @@ def test_dataset_card_declares_configs_and_rights(tmp_path):
     assert "| configuration | train | test |" in card
     assert "| `sketches` | 6 | 4 |" in card and "| `photos` | 3 | 2 |" in card
     assert f'load_dataset("{REPO}", "sketches")' in card
+    from fgsbir_plugin.data.export import load_parquet
+
+    sketches, photos = load_parquet(out)  # the card's other recipe
+    assert sketches["test"]["sketch_id"] == ["s3_0", "s3_1", "s4_0", "s4_1"]
+    assert photos["train"]["photo_id"] == ["p0", "p1", "p2"]
     assert "$" not in card.replace("$$", "")
 
 

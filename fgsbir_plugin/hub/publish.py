@@ -124,6 +124,7 @@ def _place(tmp: Path, out_dir: Path) -> Path:
     """Move the finished folder ``tmp`` to ``out_dir`` in one rename (``out_dir`` absent or empty)."""
     if out_dir.exists():
         out_dir.rmdir()
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the result is an ordinary folder
     os.replace(tmp, out_dir)
     return out_dir
 
