@@ -1,0 +1,127 @@
+"""``fgsbir push`` and ``fgsbir push-dataset``: publish a run's model or a converted dataset to the Hub."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["register"]
+
+_TOKEN_HELP = "The token comes from HF_TOKEN or `hf auth login` and is never printed."
+
+
+def register(subparsers) -> None:
+    """Add the ``push`` and ``push-dataset`` sub-commands to the ``fgsbir`` parser."""
+    p = subparsers.add_parser(
+        "push",
+        help="publish a trained model to the Hugging Face Hub",
+        description=(
+            "Publish the model of a run folder as a timm repo (config.json, model.safetensors, README.md model "
+            "card). It loads back with `import fgsbir_plugin; timm.create_model('hf-hub:ORG/NAME', "
+            "pretrained=True)`. " + _TOKEN_HELP
+        ),
+    )
+    p.add_argument(
+        "--checkpoint", required=True, type=Path, metavar="RUN", help="run folder written by `fgsbir train`"
+    )
+    p.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="Hub repo to publish to")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument(
+        "--revision", metavar="BRANCH", help="branch to push to (created if missing; default main)"
+    )
+    p.add_argument("--commit-message", metavar="TEXT", help="commit message on the Hub")
+    p.add_argument("--license", default="other", help="licence of the weights in the card (default: other)")
+    p.add_argument(
+        "--dataset-repo-id", metavar="ORG/NAME", help="Hub dataset the model was trained on, for the card"
+    )
+    p.add_argument("--overwrite", action="store_true", help="push over a model already in the repo")
+    p.add_argument(
+        "--dry-run",
+        type=Path,
+        metavar="DIR",
+        help="write the folder that would be uploaded to DIR; no network",
+    )
+    p.set_defaults(func=_push)
+
+    d = subparsers.add_parser(
+        "push-dataset",
+        help="publish a converted dataset (Parquet with embedded images) to the Hub",
+        description=(
+            "Publish a dataset as Parquet with the images embedded, in two configurations (sketches, photos), "
+            "with a dataset card. Only publish data you have the right to redistribute: most FG-SBIR datasets' "
+            "licences do not allow it. " + _TOKEN_HELP
+        ),
+    )
+    d.add_argument("--data", required=True, metavar="NAME", help="dataset name or folder, as for load_fgsbir")
+    d.add_argument("--data-dir", type=Path, metavar="DIR", help="folder holding the original dataset files")
+    d.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="Hub dataset repo to publish to")
+    d.add_argument("--private", action="store_true", help="create the repo as private")
+    d.add_argument(
+        "--revision", metavar="BRANCH", help="branch to push to (created if missing; default main)"
+    )
+    d.add_argument("--commit-message", metavar="TEXT", help="commit message on the Hub")
+    d.add_argument("--license", default="other", help="licence of the data in the card (default: other)")
+    d.add_argument("--source", metavar="TEXT", help="where the original data comes from, for the card")
+    d.add_argument("--overwrite", action="store_true", help="push over a dataset already in the repo")
+    d.add_argument(
+        "--dry-run",
+        type=Path,
+        metavar="DIR",
+        help="write the folder that would be uploaded to DIR; no network",
+    )
+    d.set_defaults(func=_push_dataset)
+
+
+def _run(fn, **kwargs) -> str:
+    from ..cli import CLIError
+    from .publish import PublishError
+
+    try:
+        return fn(**kwargs)
+    except (PublishError, FileExistsError, TypeError) as err:
+        raise CLIError(str(err)) from None
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .publish import push_model
+
+    result = _run(
+        push_model,
+        run=args.checkpoint,
+        repo_id=args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        overwrite=args.overwrite,
+        license=args.license,
+        dataset_repo_id=args.dataset_repo_id,
+        dry_run=args.dry_run,
+    )
+    if args.dry_run is not None:
+        print(f"wrote the folder for {args.repo_id} to {result} (nothing uploaded)")
+    else:
+        print(f"pushed {args.checkpoint} to {args.repo_id}: {result}")
+    return 0
+
+
+def _push_dataset(args: argparse.Namespace) -> int:
+    from .publish import push_dataset
+
+    result = _run(
+        push_dataset,
+        name=args.data,
+        repo_id=args.repo_id,
+        data_dir=args.data_dir,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        overwrite=args.overwrite,
+        license=args.license,
+        source=args.source,
+        dry_run=args.dry_run,
+    )
+    if args.dry_run is not None:
+        print(f"wrote the dataset folder for {args.repo_id} to {result} (nothing uploaded)")
+    else:
+        print(f"pushed {args.data} to {args.repo_id}: {result}")
+    return 0
