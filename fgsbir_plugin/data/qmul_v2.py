@@ -177,7 +177,7 @@ def read(
     workers = num_threads or min(8, os.cpu_count() or 1)
     # Drawing and PNG encoding release the GIL for most of their time, so threads scale.
     with ThreadPoolExecutor(workers) as pool:
-        for (item, _), ref in zip(items, pool.map(render, [v for _, v in items], chunksize=32)):
+        for (item, _), ref in zip(items, pool.map(render, [v for _, v in items])):
             item.image = ref
 
     photos = []

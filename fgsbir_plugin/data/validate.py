@@ -138,7 +138,7 @@ def checked_image_refs(
     if workers <= 1 or len(paths) < 16:
         return [_check_one(p, mode) for p in paths]
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(_check_one, paths, [mode] * len(paths), chunksize=16))
+        return list(pool.map(_check_one, paths, [mode] * len(paths)))
 
 
 def image_ref_from_array(array, mode: str) -> dict:
