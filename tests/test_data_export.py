@@ -58,7 +58,7 @@ def assert_same(a: DatasetDict, b: DatasetDict, image_col: str, id_col: str, sam
     assert list(a) == list(b) if same_order else set(a) == set(b)
     if same_order:
         for split in a:
-            assert a[split][id_col] == b[split][id_col]
+            assert list(a[split][id_col]) == list(b[split][id_col])
     ra, rb = rows_by_id(a, image_col, id_col), rows_by_id(b, image_col, id_col)
     assert ra.keys() == rb.keys() and len(ra) == sum(len(d) for d in a.values())
     for key in ra:

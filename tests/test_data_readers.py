@@ -425,3 +425,25 @@ def test_synthetic_dispatch():
     assert set(sk["test"]["photo_id"]) == set(ph["test"]["photo_id"])
     with pytest.raises(ValueError, match="leave data_dir=None"):
         load_fgsbir("synthetic", "/tmp")
+
+
+def test_hidden_files_ignored_and_paths_absolute(tmp_path, monkeypatch):
+    root = make_pairs_folder(tmp_path / "pf", photo_ids=("a", "b"), per_photo=1)
+    (root / "photos" / "._a.png").write_bytes(b"macOS resource fork, not an image")
+    monkeypatch.chdir(tmp_path)
+    _, photos = load_fgsbir_pair("pf", test_fraction=0.5)  # a relative folder path
+    monkeypatch.chdir(root / "sketches")
+    assert sorted(ids(photos["train"], "photo_id") + ids(photos["test"], "photo_id")) == ["a", "b"]
+    assert photos["train"][0]["photo"].mode == "RGB"  # decodes after the cwd moved
+
+
+def test_direct_reader_call_warns_its_skips(tmp_path):
+    from fgsbir_plugin.data import LenientSkipWarning, pairs_folder
+
+    root = make_pairs_folder(tmp_path / "pf", photo_ids=("a", "b"), per_photo=1)
+    sketch_image(1).save(root / "sketches" / "ghost_1.png")
+    with pytest.warns(
+        LenientSkipWarning, match=r"skipped 1 item\(s\): 1 sketch_without_photo \(e\.g\. .*ghost_1\.png\)"
+    ):
+        sk, _ = pairs_folder.read(root, lenient=True)
+    assert "ghost" not in ids(sk["train"], "photo_id") + ids(sk["test"], "photo_id")

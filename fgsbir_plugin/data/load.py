@@ -31,8 +31,6 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, DatasetDict
 
-from .validate import SkipLog
-
 __all__ = ["load_fgsbir", "load_fgsbir_pair", "carve_validation", "annotated_triplets", "DATASET_NAMES"]
 
 # name -> (module, fixed reader kwargs)
@@ -98,7 +96,7 @@ def carve_validation(
         raise ValueError("the dataset already has a validation split; pass validation_size=0")
     if validation_size == 0:
         return sketches, photos
-    train_ids = photos["train"]["photo_id"]
+    train_ids = list(photos["train"]["photo_id"])
     ids = sorted(train_ids)
     if len(ids) < 2:
         raise ValueError(
@@ -114,7 +112,7 @@ def carve_validation(
         move = [i for i, v in enumerate(in_val) if v]
         return ds.select(keep), ds.select(move)
 
-    s_train, s_val = split(sketches["train"], sketches["train"]["photo_id"])
+    s_train, s_val = split(sketches["train"], list(sketches["train"]["photo_id"]))
     p_train, p_val = split(photos["train"], train_ids)
     new_s = DatasetDict({"train": s_train, "validation": s_val})
     new_p = DatasetDict({"train": p_train, "validation": p_val})
@@ -174,8 +172,8 @@ def load_fgsbir_pair(
     skip_log = kwargs.pop("skip_log", None)
     if "lenient" in params:
         kwargs["lenient"] = lenient
-        skip_log = skip_log if skip_log is not None else SkipLog()
-        kwargs["skip_log"] = skip_log
+        if skip_log is not None:
+            kwargs["skip_log"] = skip_log
     # A reader without a lenient mode (generated data) has nothing to skip, so lenient is moot.
     unknown = sorted(k for k in kwargs if k not in params)
     if unknown and not var_kw:
@@ -184,8 +182,6 @@ def load_fgsbir_pair(
             f"{sorted(k for k in params if k != 'data_dir')}"
         )
     sketches, photos = module.read(data_dir, **kwargs)
-    if skip_log is not None:
-        skip_log.report(str(name_or_path))
     return carve_validation(sketches, photos, validation_size, seed)
 
 

@@ -34,7 +34,12 @@ _SKETCH_STEM = re.compile(r"^(?P<photo>.+)[_-](?P<k>[^_-]+)$")
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    # Hidden files (".DS_Store", macOS "._x.png" shadows) are not images of the dataset.
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
 
 
 def list_pairs(
@@ -157,7 +162,7 @@ def read(
     """
     if data_dir is None:
         raise ValueError("a pairs folder needs data_dir: the folder holding photos/ and sketches/")
-    root = Path(data_dir)
+    root = Path(data_dir).absolute()  # rows keep file paths: they must not depend on the cwd
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder; pass the folder holding photos/ and sketches/")
     issues = Issues(lenient, skip_log)
@@ -168,5 +173,6 @@ def read(
         photos,
         issues,
         photo_hint=lambda pid: str(root / "photos" / f"{pid}.<ext>"),
+        source=str(root),
         verify_images=verify_images,
     )

@@ -146,7 +146,9 @@ def read(
                     f"{photo_id}_sketch", photo_id, origin, image=sketch_refs[i], split=split, category=label
                 )
             )
-    return assemble(sketches, photos, issues, photo_hint=lambda pid: f"edge map {pid} in {folder}")
+    return assemble(
+        sketches, photos, issues, photo_hint=lambda pid: f"edge map {pid} in {folder}", source=str(folder)
+    )
 
 
 def read_triplets(

@@ -135,6 +135,7 @@ def read(
     if name is not None and name not in KNOWN:
         raise ValueError(f"unknown QMUL-V2 name {name!r}; use one of {sorted(KNOWN)} or None")
     pickle_path, photo_dir = find_source(data_dir, name)
+    photo_dir = photo_dir.absolute()  # rows keep file paths: they must not depend on the cwd
     if not photo_dir.is_dir():
         raise FileNotFoundError(
             f"photo folder {photo_dir} is missing; it must hold <photo_id>.png beside {pickle_path.name}"
@@ -182,12 +183,13 @@ def read(
 
     photos = []
     for path in sorted(photo_dir.iterdir()):
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not path.name.startswith("."):
             photos.append(PhotoItem(path.stem, str(path), path=str(path), category=category))
     return assemble(
         [item for item, _ in items],
         photos,
         issues,
         photo_hint=lambda pid: str(photo_dir / f"{pid}.png"),
+        source=str(pickle_path),
         verify_images=verify_images,
     )

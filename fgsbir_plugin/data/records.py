@@ -86,6 +86,7 @@ def assemble(
     issues: Issues,
     *,
     photo_hint: Callable[[str], str],
+    source: str,
     verify_images: bool = True,
 ) -> tuple[DatasetDict, DatasetDict]:
     """Check reader items and build ``(sketches, photos)`` DatasetDicts with splits train and test.
@@ -94,6 +95,7 @@ def assemble(
         sketches, photos: what the reader found, in the order rows should keep.
         issues: strict/lenient problem handler (see ``validate``).
         photo_hint: photo id -> where that photo was expected (for "photo is missing" messages).
+        source: names the dataset in the lenient-skip warning.
         verify_images: decode every image file once (see ``validate.checked_image_refs``).
 
     Returns:
@@ -147,6 +149,8 @@ def assemble(
         p.split = photo_split[p.photo_id]
         gallery.append(p)
 
+    # Every reader ends here, so a lenient skip is always logged and warned, however it was called.
+    issues.skips.report(source)
     sketch_dd, photo_dd = DatasetDict(), DatasetDict()
     for split in READER_SPLITS:
         rows = [s for s in kept if s.split == split]

@@ -87,7 +87,7 @@ def load_numpy_pickle(path_or_bytes: str | os.PathLike | bytes):
         return NumpyOnlyUnpickler(io.BytesIO(data), source=source).load()
     except pickle.UnpicklingError as exc:
         raise ValueError(str(exc)) from None
-    except (EOFError, IndexError, TypeError, AttributeError, ImportError) as exc:
+    except (EOFError, IndexError, TypeError, AttributeError, ImportError, ValueError, MemoryError) as exc:
         raise ValueError(
             f"{source} is not a readable stroke pickle ({type(exc).__name__}: {exc}); "
             "the file may be truncated -- get a fresh copy"

@@ -65,7 +65,7 @@ def read(
     """
     if data_dir is None:
         raise ValueError("the Sketchy reader needs data_dir: the folder holding photo/ and sketch/")
-    root = Path(data_dir)
+    root = Path(data_dir).absolute()  # rows keep file paths: they must not depend on the cwd
     photo_root, sketch_root = root / "photo", root / "sketch"
     for folder in (photo_root, sketch_root):
         if not folder.is_dir():
@@ -144,5 +144,6 @@ def read(
         photos,
         issues,
         photo_hint=lambda pid: f"{photo_root}/<category>/{pid}.jpg",
+        source=str(root),
         verify_images=verify_images,
     )
