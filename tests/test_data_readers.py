@@ -338,6 +338,8 @@ def test_qmul_v1_reader_and_triplets(tmp_path):
     np.testing.assert_array_equal(
         np.asarray(photo["photo"]), np.repeat(arrays["edge", "test"][2][..., None], 3, -1)
     )
+    by_path, _ = load_fgsbir_pair(tmp_path / "qmul_v1" / "shoes")  # a category folder is detected
+    assert list(by_path["test"]["sketch_id"]) == list(sk["test"]["sketch_id"])
     trip = annotated_triplets("shoes_v1", tmp_path)
     assert trip["train"][3] == {
         "sketch_id": "shoes_train_3_sketch",

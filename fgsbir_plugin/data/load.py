@@ -1,21 +1,14 @@
 """``load_fgsbir``: one call from a dataset name or folder to ``datasets.DatasetDict``.
 
-Names and readers:
+Names and readers (``name_or_path`` -> reader module: what ``data_dir`` is):
 
-==========================  ===============================  ==============================
-name_or_path                reader                           data_dir
-==========================  ===============================  ==============================
-``"chairv2"``, ``"shoev2"``  ``qmul_v2`` (stroke pickle)      folder with ``*_Coordinate``, or its parent
-``"shoes_v1"``, ``"chairs_v1"``  ``qmul_v1`` (.mat arrays)     category folder, ``qmul_v1``, or its parent
-``"sketchy"``               ``sketchy``                      folder holding ``photo/`` and ``sketch/``
-``"synthetic"``             ``synthetic`` (generated)        not used
-a folder path               detected from its contents:      must be None
-                            ``photos/`` + ``sketches/`` ->
-                            ``pairs_folder``; one
-                            ``*_Coordinate`` -> ``qmul_v2``;
-                            ``photo/`` + ``sketch/`` ->
-                            ``sketchy``
-==========================  ===============================  ==============================
+- ``"chairv2"``, ``"shoev2"`` -> ``qmul_v2`` (stroke pickle): the folder with ``*_Coordinate``, or its parent.
+- ``"shoes_v1"``, ``"chairs_v1"`` -> ``qmul_v1`` (.mat arrays): the category folder, ``qmul_v1``, or its parent.
+- ``"sketchy"`` -> ``sketchy``: the folder holding ``photo/`` and ``sketch/``.
+- ``"synthetic"`` -> ``synthetic`` (generated): not used.
+- a folder path (then ``data_dir`` must be None), detected from its contents: ``photos/`` +
+  ``sketches/`` -> ``pairs_folder``; one ``*_Coordinate`` -> ``qmul_v2``; ``photo/`` + ``sketch/``
+  -> ``sketchy``; one ``<cat>_sketch_db_train.mat`` -> ``qmul_v1``.
 
 For the named real datasets, ``data_dir=None`` means the default data folder
 (``$FGSBIR_DATA``, else ``../shared/data`` beside the checkout).
@@ -71,9 +64,13 @@ def _resolve(name_or_path, data_dir) -> tuple[str, dict, object]:
         return "qmul_v2", {}, path
     if (path / "photo").is_dir() and (path / "sketch").is_dir():
         return "sketchy", {}, path
+    v1 = list(path.glob("*_sketch_db_train.mat"))
+    if len(v1) == 1:
+        return "qmul_v1", {"category": v1[0].name[: -len("_sketch_db_train.mat")]}, path
     raise FileNotFoundError(
         f"{path} does not look like a known layout: expected photos/ + sketches/ (pairs folder), one "
-        "<Name>_Coordinate pickle + photo/ (QMUL-V2), or photo/ + sketch/ (Sketchy); see the README"
+        "<Name>_Coordinate pickle + photo/ (QMUL-V2), photo/ + sketch/ (Sketchy), or one "
+        "<cat>_sketch_db_train.mat (QMUL-V1 category folder); see the README"
     )
 
 
