@@ -1,6 +1,6 @@
 """Time loading the real datasets into DatasetDicts, including rasterising every ChairV2 sketch.
 
-Measures, side by side in one run (best of ``--repeats``, wall clock):
+Measures, side by side in one run (best of ``--repeats`` interleaved rounds, wall clock):
 
 - ``rasterize_only_1thread``: ``rasterize_strokes`` + PNG encoding of all ChairV2 sketches, one thread;
 - ``chairv2_load_1thread`` / ``chairv2_load``: ``load_fgsbir_pair("chairv2")`` end to end (unpickle,
@@ -13,7 +13,7 @@ The machine's 1-minute load average before and after is recorded, because the sa
 
 Usage::
 
-    FGSBIR_DATA=/work/shared/data python benchmarks/data_loading.py [--repeats 3]
+    FGSBIR_DATA=/work/shared/data python benchmarks/data_loading.py [--repeats 5]
 """
 
 from __future__ import annotations
@@ -37,18 +37,21 @@ from fgsbir_plugin.data.rasterize import encode_png, rasterize_strokes
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def best_of(fn, repeats: int) -> float:
-    times = []
+def best_of_interleaved(jobs: dict, repeats: int) -> dict[str, float]:
+    """Best wall time of each job; rounds run every job once, so a load spike on the shared
+    machine hits all of them alike instead of one."""
+    best = {name: float("inf") for name in jobs}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for name, fn in jobs.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
@@ -71,15 +74,14 @@ def main(argv=None) -> int:
                 list(pool.map(one, strokes))
 
     load_fgsbir_pair("chairs_v1", data_dir)  # warm imports and the page cache
-    timings = {
-        "rasterize_only_1thread": best_of(lambda: rasterize_all(1), args.repeats),
-        "chairv2_load_1thread": best_of(
-            lambda: load_fgsbir_pair("chairv2", data_dir, num_threads=1), args.repeats
-        ),
-        "chairv2_load": best_of(lambda: load_fgsbir_pair("chairv2", data_dir), args.repeats),
-        "shoes_v1_load": best_of(lambda: load_fgsbir_pair("shoes_v1", data_dir), args.repeats),
-        "chairs_v1_load": best_of(lambda: load_fgsbir_pair("chairs_v1", data_dir), args.repeats),
+    jobs = {
+        "rasterize_only_1thread": lambda: rasterize_all(1),
+        "chairv2_load_1thread": lambda: load_fgsbir_pair("chairv2", data_dir, num_threads=1),
+        "chairv2_load": lambda: load_fgsbir_pair("chairv2", data_dir),
+        "shoes_v1_load": lambda: load_fgsbir_pair("shoes_v1", data_dir),
+        "chairs_v1_load": lambda: load_fgsbir_pair("chairs_v1", data_dir),
     }
+    timings = best_of_interleaved(jobs, args.repeats)
     load_after = os.getloadavg()[0]
     try:
         commit = subprocess.run(
@@ -100,7 +102,7 @@ def main(argv=None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": commit,
         "command": "FGSBIR_DATA=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/data_loading.py"
-        + (f" --repeats {args.repeats}" if args.repeats != 3 else ""),
+        + (f" --repeats {args.repeats}" if args.repeats != 5 else ""),
         "python": platform.python_version(),
     }
     RESULTS.mkdir(exist_ok=True)
