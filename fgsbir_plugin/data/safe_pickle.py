@@ -1,0 +1,94 @@
+"""Read numpy-only pickles (the QMUL-V2 ``*_Coordinate`` stroke files) without running code.
+
+A pickle names the callables it wants invoked while loading; plain ``pickle.load`` imports
+and calls whatever it names (``os.system``, ``builtins.eval``, ...). ``NumpyOnlyUnpickler``
+resolves exactly three globals -- the ones numpy itself writes for a plain array -- and
+refuses every other one before anything is called.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["NumpyOnlyUnpickler", "load_numpy_pickle", "ALLOWED_GLOBALS"]
+
+# ``ndarray.__reduce__`` hands back numpy's own array-rebuild function; taking it from there
+# finds it under numpy 1 (numpy.core.multiarray) and numpy 2 (numpy._core.multiarray) alike
+# without touching the deprecated ``numpy.core`` alias.
+_RECONSTRUCT = np.zeros(1).__reduce__()[0]
+
+
+def _safe_dtype(*args, **kwargs) -> np.dtype:
+    """``numpy.dtype`` that refuses object dtypes, whose arrays would hold arbitrary objects."""
+    dt = np.dtype(*args, **kwargs)
+    if dt.hasobject:
+        raise pickle.UnpicklingError("the pickle asks for an object dtype, which a stroke file never holds")
+    return dt
+
+
+ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _safe_dtype,
+}
+"""(module, name) -> the object it resolves to; everything else is refused."""
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only numpy's array-rebuild globals (see ``ALLOWED_GLOBALS``)."""
+
+    def __init__(self, file, *, source: str = "<bytes>"):
+        # encoding="latin1" lets arrays pickled by Python 2 load (their buffers arrive as str).
+        super().__init__(file, encoding="latin1")
+        self._source = source
+
+    def find_class(self, module: str, name: str):
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"{self._source} asks to load '{module}.{name}', which is not one of the numpy array "
+                "globals a stroke pickle may use; the file is not a plain stroke file (or was tampered "
+                "with) -- do not open it with pickle.load, get a clean copy of the dataset instead"
+            ) from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError(f"{self._source} uses persistent ids, which a stroke pickle never holds")
+
+
+def load_numpy_pickle(path_or_bytes: str | os.PathLike | bytes):
+    """Load a pickle that may only hold containers of plain numpy arrays.
+
+    Args:
+        path_or_bytes: a file path or the pickle's bytes.
+
+    Returns:
+        The unpickled object (for ``*_Coordinate`` files: ``dict[str, np.ndarray]``).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the pickle names a global outside ``ALLOWED_GLOBALS`` or is not a readable pickle;
+            nothing it names has been called.
+    """
+    if isinstance(path_or_bytes, bytes | bytearray):
+        data, source = bytes(path_or_bytes), "the pickle"
+    else:
+        path = Path(path_or_bytes)
+        if not path.is_file():
+            raise FileNotFoundError(f"stroke pickle {path} does not exist; check the dataset folder")
+        data, source = path.read_bytes(), str(path)
+    try:
+        return NumpyOnlyUnpickler(io.BytesIO(data), source=source).load()
+    except pickle.UnpicklingError as exc:
+        raise ValueError(str(exc)) from None
+    except (EOFError, IndexError, TypeError, AttributeError, ImportError, ValueError, MemoryError) as exc:
+        raise ValueError(
+            f"{source} is not a readable stroke pickle ({type(exc).__name__}: {exc}); "
+            "the file may be truncated -- get a fresh copy"
+        ) from None
