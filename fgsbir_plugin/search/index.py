@@ -141,7 +141,10 @@ def model_identity(model: torch.nn.Module) -> tuple[str, str]:
     """``(architecture name, sha256 of the state dict)`` identifying the weights that made the embeddings."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     name = cfg.get("architecture") or type(model).__name__
-    return str(name), tensor_fingerprint(dict(model.state_dict()))
+    # 0-d tensors (BatchNorm's num_batches_tracked) are given one dimension because
+    # tensor_fingerprint cannot byte-view a 0-d tensor
+    state = {k: v.reshape(1) if v.dim() == 0 else v for k, v in model.state_dict().items()}
+    return str(name), tensor_fingerprint(state)
 
 
 def holef_gallery_vectors(p: np.ndarray, W: np.ndarray, alpha: float = 1.0) -> np.ndarray:
@@ -751,14 +754,6 @@ def _check_expect(path: Path, header: dict, expect: Mapping[str, Any]) -> None:
             raise ValueError(
                 f"{path} was built with {key} {header[key]!r}, but {expect[key]!r} was expected; {hint}."
             )
-    if expect.get("W") is not None:
-        if header["metric"] != "holef":
-            raise ValueError(
-                f"{path} uses metric {header['metric']!r}, not 'holef', so it has no W to compare; {hint}."
-            )
-        W = _resolve_weight_matrix(expect["W"], int(header["dim"]))
-        if weight_fingerprint(W) != header["W_fingerprint"]:
-            raise ValueError(f"{path} was built with a different HOLEF matrix W than the one given; {hint}.")
     name, fingerprint = expect.get("model_name"), expect.get("model_fingerprint")
     if expect.get("model") is not None:
         name, fingerprint = model_identity(expect["model"])
@@ -772,3 +767,11 @@ def _check_expect(path: Path, header: dict, expect: Mapping[str, Any]) -> None:
         raise ValueError(
             f"{path} was built with other weights of model {header['model_name']!r} than the ones given; {hint}."
         )
+    if expect.get("W") is not None:
+        if header["metric"] != "holef":
+            raise ValueError(
+                f"{path} uses metric {header['metric']!r}, not 'holef', so it has no W to compare; {hint}."
+            )
+        W = _resolve_weight_matrix(expect["W"], int(header["dim"]))
+        if weight_fingerprint(W) != header["W_fingerprint"]:
+            raise ValueError(f"{path} was built with a different HOLEF matrix W than the one given; {hint}.")
