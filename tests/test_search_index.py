@@ -194,3 +194,32 @@ def test_ivf_holef_with_all_lists_probed_is_exact():
     dist, ids = index.search(s, k)
     # the Euclidean reduction adds float32 error on |q|^2 + M^2; exact up to that
     assert_topk_matches(dist, ids, naive_holef(s, p, W), k, rtol=1e-3)
+
+
+@pytest.mark.parametrize("spec", ["Flat", "IVF2,Flat"])
+def test_chunked_conversion_gives_the_same_index(monkeypatch, spec):
+    import fgsbir_plugin.search.index as index_module
+
+    rng = np.random.default_rng(7)
+    d = 6
+    W = random_indefinite(d, rng)
+    p, s = rng.standard_normal((50, d)).astype(np.float32), rng.standard_normal((5, d))
+
+    def build():
+        params = {"nprobe": 2} if spec.startswith("IVF") else {}
+        index = GalleryIndex(d, "holef", W=W, spec=spec, mips="l2", **params)
+        index.train(p)
+        index.add(torch.from_numpy(p))
+        return index
+
+    whole = build()
+    monkeypatch.setattr(index_module, "_CHUNK", 7)
+    chunked = build()
+    assert (chunked._alpha, chunked._max_sq_norm) == pytest.approx(
+        (whole._alpha, whole._max_sq_norm), rel=1e-12
+    )
+    for a, b in zip(whole.search(s, 4), chunked.search(s, 4)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    with pytest.raises(ValueError, match="far larger than those"):
+        chunked.add(100 * p[:20], list(range(1000, 1020)))
+    assert len(chunked) == 50  # a refused add() adds nothing, whatever the chunk

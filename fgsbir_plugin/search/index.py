@@ -99,18 +99,35 @@ def _faiss():
 # input conversion
 
 
+_CHUNK = 65_536  # rows converted to float64 at a time, so a 1M-photo add() needs no 4 GiB copies
+
+
 def _as_matrix(x: Any, dim: int, what: str) -> np.ndarray:
-    """``x`` ([N, dim] numpy array, torch tensor or nested list) as a float64 C-contiguous array."""
+    """``x`` ([N, dim] numpy array, torch tensor or nested list) as a float32 or float64 numpy array.
+
+    float32 input is kept as it is (no copy); everything else becomes float64. Rows are converted
+    to float64 chunk by chunk later (:func:`_chunks`).
+    """
     if isinstance(x, torch.Tensor):
-        x = x.detach().to("cpu", torch.float64).numpy()
-    x = np.asarray(x, dtype=np.float64)
+        x = x.detach().cpu()
+        x = (x if x.dtype in (torch.float32, torch.float64) else x.double()).numpy()
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
     if x.ndim == 1 and x.shape[0] == dim:
         x = x[None]
     if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f"{what} must have shape [N, {dim}], got {list(x.shape)}; pass one row per vector.")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{what} contain NaN or infinite values; check the model's outputs.")
-    return np.ascontiguousarray(x)
+    for block in _chunks(x):
+        if not np.isfinite(block).all():
+            raise ValueError(f"{what} contain NaN or infinite values; check the model's outputs.")
+    return x
+
+
+def _chunks(x: np.ndarray):
+    """float64 copies of consecutive row blocks of ``x``."""
+    for start in range(0, x.shape[0], _CHUNK):
+        yield np.ascontiguousarray(x[start : start + _CHUNK], dtype=np.float64)
 
 
 def _resolve_weight_matrix(W: Any, dim: int) -> np.ndarray:
@@ -346,15 +363,32 @@ class GalleryIndex:
         """
         if self.metric != "holef" or self._max_sq_norm is not None or p.shape[0] == 0:
             return
-        extra = (p * p) @ self._W.sum(axis=0)
+        c = self._W.sum(axis=0)
+        extra = np.concatenate([(block * block) @ c for block in _chunks(p)])
         spread = float(np.std(extra)) if p.shape[0] > 1 else float(abs(extra[0]))
-        rms = float(np.sqrt(np.mean(p * p)))
+        rms = float(np.sqrt(sum(float((block * block).sum()) for block in _chunks(p)) / p.size))
         self._alpha = spread / rms if spread > 0 and rms > 0 else 1.0
         if self.mips == "l2":
-            v = holef_gallery_vectors(p, self._W, self._alpha)
-            self._max_sq_norm = 4.0 * float((v * v).sum(axis=1).max())
+            sq = max(float(self._holef_sq_norms(block).max()) for block in _chunks(p))
+            self._max_sq_norm = 4.0 * sq
         else:
             self._max_sq_norm = 0.0  # unused by the inner-product form; marks the index as calibrated
+
+    def _holef_sq_norms(self, p: np.ndarray) -> np.ndarray:
+        """``|v(p)|^2`` with the index's scaling: ``[N]`` float64."""
+        v = holef_gallery_vectors(p, self._W, self._alpha)
+        return (v * v).sum(axis=1)
+
+    def _check_norms(self, p: np.ndarray) -> None:
+        if self.mips != "l2":
+            return
+        for block in _chunks(p):
+            if (self._holef_sq_norms(block) > self._max_sq_norm).any():
+                raise ValueError(
+                    "some embeddings are far larger than those this HNSW/IVF HOLEF index was calibrated "
+                    "on (its first add() or train()); rebuild it, passing all photos (or a "
+                    "representative sample to train()) first."
+                )
 
     def _gallery_vectors(self, p: np.ndarray) -> np.ndarray:
         if self.metric == "cosine":
@@ -362,14 +396,8 @@ class GalleryIndex:
         elif self.metric == "holef":
             p = holef_gallery_vectors(p, self._W, self._alpha)
             if self.mips == "l2":
-                sq = (p * p).sum(axis=1)
-                if (sq > self._max_sq_norm).any():
-                    raise ValueError(
-                        "some embeddings are far larger than those this HNSW/IVF HOLEF index was calibrated "
-                        "on (its first add() or train()); rebuild it, passing all photos (or a "
-                        "representative sample to train()) first."
-                    )
-                p = np.concatenate([p, np.sqrt(self._max_sq_norm - sq)[:, None]], axis=1)
+                sq = (p * p).sum(axis=1)  # <= M^2, checked by _check_norms before
+                p = np.concatenate([p, np.sqrt(np.maximum(self._max_sq_norm - sq, 0.0))[:, None]], axis=1)
         return self._pad(p)
 
     def _query_vectors(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -475,7 +503,7 @@ class GalleryIndex:
                 f"got {p.shape[0]}; pass more, or use spec 'Flat' for a small gallery."
             )
         self._calibrate(p)
-        self._index.train(self._gallery_vectors(p))
+        self._index.train(np.concatenate([self._gallery_vectors(block) for block in _chunks(p)]))
         if "nprobe" in self.search_params:  # the quantiser is new; keep the chosen nprobe
             self.set_search_params(nprobe=self.search_params["nprobe"])
 
@@ -494,7 +522,9 @@ class GalleryIndex:
         if p.shape[0] == 0:
             return
         self._calibrate(p)
-        self._index.add_with_ids(self._gallery_vectors(p), labels)
+        self._check_norms(p)  # before anything is added, so a failed add() adds nothing
+        for start, block in zip(range(0, p.shape[0], _CHUNK), _chunks(p)):
+            self._index.add_with_ids(self._gallery_vectors(block), labels[start : start + len(block)])
         self._commit_labels(kind, labels, names)
 
     def remove(self, ids: Any) -> int:
@@ -542,7 +572,7 @@ class GalleryIndex:
         """
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}.")
-        s = _as_matrix(queries, self.dim, "queries")
+        s = np.ascontiguousarray(_as_matrix(queries, self.dim, "queries"), dtype=np.float64)
         q, const = self._query_vectors(s)
         scores, labels = self._index.search(q, int(k))
         scores = scores.astype(np.float64)
