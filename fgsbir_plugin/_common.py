@@ -67,7 +67,7 @@ def tensor_fingerprint(tensors: Mapping[str, torch.Tensor] | torch.Tensor) -> st
         tensors = {"": tensors}
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        t = tensors[name].detach().to("cpu").contiguous().reshape(-1)  # 0-d tensors cannot be viewed as bytes
+        h.update(f"{name}|{t.dtype}|{tuple(tensors[name].shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()

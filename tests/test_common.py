@@ -1,0 +1,25 @@
+import pytest
+import torch
+
+from fgsbir_plugin._common import atomic_path, atomic_write_bytes, tensor_fingerprint
+
+
+def test_fingerprint_handles_scalars_and_sees_every_change():
+    state = {"w": torch.arange(6.0).reshape(2, 3), "n": torch.tensor(3)}
+    fp = tensor_fingerprint(state)
+    assert fp == tensor_fingerprint({k: v.clone() for k, v in state.items()})
+    assert fp != tensor_fingerprint({**state, "n": torch.tensor(4)})
+    assert fp != tensor_fingerprint({**state, "w": state["w"].reshape(3, 2)})
+    assert fp != tensor_fingerprint({**state, "w": state["w"].double()})
+    assert tensor_fingerprint(torch.tensor(1.0)) != tensor_fingerprint(torch.tensor([1.0]))
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "f.bin"
+    atomic_write_bytes(target, b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
