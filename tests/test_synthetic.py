@@ -37,6 +37,8 @@ def test_same_arguments_give_the_same_bytes(small):
     again = synthetic.read(**SMALL)
     assert _raw_bytes(small[0], "sketch") == _raw_bytes(again[0], "sketch")
     assert _raw_bytes(small[1], "photo") == _raw_bytes(again[1], "photo")
+    # the sketches of one photo differ in their noise
+    assert len(set(_raw_bytes(small[0], "sketch")["train"][:3])) == 3
     other = synthetic.read(**SMALL, seed=1)
     assert _raw_bytes(small[1], "photo")["train"][0] != _raw_bytes(other[1], "photo")["train"][0]
 

@@ -306,7 +306,7 @@ def _render_photo(parts: list[_Part], size: int, rng: np.random.Generator) -> Im
     img = img * (1.0 - shadow[..., None])
 
     # object: a frame colour and (sometimes) a different upholstery colour
-    frame_rgb = _hsv_to_rgb(rng.random(), rng.uniform(0.2, 0.8), rng.uniform(0.35, 0.9))
+    frame_rgb = _hsv_to_rgb(rng.random(), rng.uniform(0.2, 0.8), rng.uniform(0.25, 0.8))
     seat_rgb = (
         frame_rgb
         if rng.random() < 0.5
