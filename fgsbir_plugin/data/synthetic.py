@@ -4,8 +4,8 @@ Every instance is a chair-like object assembled from parts (backrest with openin
 legs, stretcher, arms, finials). All instances share the coarse "chair" layout, so telling
 them apart is fine-grained: they differ in the shapes, sizes, counts and details of the parts.
 
-- The photo is a filled, shaded, textured rendering (RGB) on a textured background with a
-  floor and a shadow; the object sits in a canonical pose.
+- The photo is a filled, shaded, wood-grained rendering (RGB) with a soft shadow, on a pale
+  tinted backdrop (half of them with a floor); the object sits in a canonical pose.
 - Each sketch is a black-on-white line drawing ('L') of the same instance as a person might
   draw it: outlines only, wobbly strokes broken into pieces, stroke widths that vary, small
   parts left out, curves simplified, and the whole drawing shifted, scaled and rotated.
@@ -21,6 +21,7 @@ keeps the earlier instances unchanged.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ class _Part:
 
     name: str
     polygon: np.ndarray  # [K, 2] float64, implicitly closed
-    role: str  # "frame", "seat", "hole" (background shows through) or "detail"
+    role: str  # "frame", "seat" (its own colour half of the time) or "hole" (background shows through)
     shade: float  # brightness factor of this face in the photo
     drop_p: float  # probability that a sketcher leaves the part out
 
@@ -278,13 +279,24 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
     i = int(h * 6) % 6
     f = h * 6 - int(h * 6)
     pp, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    return np.array([(v, t, pp), (q, v, pp), (pp, v, t), (pp, q, v), (t, pp, v), (v, pp, q)][i])
+    return np.array(
+        [(v, t, pp), (q, v, pp), (pp, v, t), (pp, q, v), (t, pp, v), (v, pp, q)][i], dtype=np.float32
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _unit_grid(big: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre-free coordinates (y, x), each [big, big] float32 in [0, 1); cached, read-only."""
+    yy, xx = np.mgrid[0:big, 0:big].astype(np.float32) / big
+    yy.flags.writeable = False
+    xx.flags.writeable = False
+    return yy, xx
 
 
 def _render_photo(parts: list[_Part], size: int, rng: np.random.Generator) -> Image.Image:
     """A filled, shaded and textured RGB rendering of the parts on a textured background."""
     big = size * _PHOTO_SUPERSAMPLE
-    yy, xx = np.mgrid[0:big, 0:big].astype(np.float32) / big
+    yy, xx = _unit_grid(big)
 
     # background: a pale product-photo backdrop (a tinted gradient), sometimes a floor below
     wall = _hsv_to_rgb(rng.random(), rng.uniform(0.0, 0.2), rng.uniform(0.8, 1.0))
@@ -318,16 +330,16 @@ def _render_photo(parts: list[_Part], size: int, rng: np.random.Generator) -> Im
     )
     light_dir = rng.normal(size=2)
     light_dir /= np.linalg.norm(light_dir)
-    light = 1.0 + 0.35 * ((xx - 0.5) * light_dir[0] + (yy - 0.5) * light_dir[1])
+    light = 1.0 + 0.35 * ((xx - 0.5) * float(light_dir[0]) + (yy - 0.5) * float(light_dir[1]))
     # one label map in painter's order (0 = background, holes paint 0 back), then colour per label
     labels_img = Image.new("L", (big, big), 0)
     draw = ImageDraw.Draw(labels_img)
     for k, part in enumerate(parts):
         draw.polygon([tuple(v) for v in part.polygon * big], fill=0 if part.role == "hole" else k + 1)
     labels = np.asarray(labels_img)
-    colour = np.zeros((len(parts) + 1, 3))
-    shade = np.zeros(len(parts) + 1)
-    grain_amp = np.zeros(len(parts) + 1)
+    colour = np.zeros((len(parts) + 1, 3), np.float32)
+    shade = np.zeros(len(parts) + 1, np.float32)
+    grain_amp = np.zeros(len(parts) + 1, np.float32)
     for k, part in enumerate(parts):
         colour[k + 1] = seat_rgb if part.role == "seat" else frame_rgb
         shade[k + 1] = part.shade
@@ -404,7 +416,7 @@ def _render_sketch(
         # one outline becomes 1-3 strokes that start anywhere, with small gaps or overshoots
         start = int(rng.integers(len(pts)))
         pts = np.roll(pts, -start, axis=0)
-        cuts = np.sort(rng.choice(np.arange(1, len(pts)), size=int(rng.integers(0, 3)), replace=False))
+        cuts = np.unique(rng.integers(1, len(pts), size=int(rng.integers(0, 3))))
         bounds = [0, *cuts.tolist(), len(pts)]
         for a, b in zip(bounds[:-1], bounds[1:]):
             b = min(b + int(rng.integers(-2, 4)), len(pts))
@@ -422,7 +434,7 @@ def _render_sketch(
 
 def _png(img: Image.Image) -> dict:
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False, compress_level=6)
+    img.save(buf, format="PNG", optimize=False, compress_level=1)
     return {"bytes": buf.getvalue(), "path": None}
 
 
