@@ -292,16 +292,18 @@ class DSSA(nn.Module):
         )
         self.classifier.train(self.training)
 
-    def _select_trunk(self, modality: str | None) -> nn.Module:
-        if modality is not None and modality not in _MODALITIES:
-            raise ValueError(f"modality must be 'sketch', 'photo' or None, got {modality!r}.")
-        if self.photo_trunk is None:
-            return self.trunk
+    def _use_photo_trunk(self, modality: str | None) -> bool:
+        """Validate ``modality`` and say whether it selects the separate photo trunk (TorchScript-friendly)."""
         if modality is None:
-            raise ValueError(
-                "this model has separate sketch and photo trunks (shared=False): pass modality='sketch' or 'photo'."
-            )
-        return self.photo_trunk if modality == "photo" else self.trunk
+            if self.photo_trunk is not None:
+                raise ValueError(
+                    "this model has separate sketch and photo trunks (shared=False): "
+                    "pass modality='sketch' or modality='photo'."
+                )
+            return False
+        if modality != "sketch" and modality != "photo":
+            raise ValueError("modality must be 'sketch', 'photo' or None, got '" + modality + "'.")
+        return modality == "photo" and self.photo_trunk is not None
 
     def _to_map(self, feats: torch.Tensor, img_hw: tuple[int, int]) -> torch.Tensor:
         """Trunk output -> NCHW map [B, C, h, w]."""
@@ -320,9 +322,11 @@ class DSSA(nn.Module):
 
     def _attended(self, x: torch.Tensor, modality: str | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Image -> (attended map [B, C, h, w], attention [B, 1, h, w]); uniform attention when disabled."""
-        trunk = self._select_trunk(modality)
-        f = self._to_map(trunk.forward_features(x), (x.shape[-2], x.shape[-1]))
-        return self._attend(f)
+        if self._use_photo_trunk(modality) and self.photo_trunk is not None:
+            feats = self.photo_trunk.forward_features(x)
+        else:
+            feats = self.trunk.forward_features(x)
+        return self._attend(self._to_map(feats, (x.shape[-2], x.shape[-1])))
 
     def _attend(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.attention is not None:
@@ -364,7 +368,7 @@ class DSSA(nn.Module):
         modality: str | None = None,
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """The trunk's feature levels (``feature_info``), NCHW, plus the attended map as the final output."""
-        trunk = self._select_trunk(modality)
+        trunk = self.photo_trunk if self._use_photo_trunk(modality) else self.trunk
         out = trunk.forward_intermediates(
             x,
             indices=indices,

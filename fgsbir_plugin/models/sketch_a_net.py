@@ -72,6 +72,13 @@ class SketchANetHead(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
+class NoHead(nn.Module):
+    """Pass-through head for ``global_pool=''``: returns the unpooled map unchanged."""
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x
+
+
 class SketchANet(nn.Module):
     """Sketch-a-Net as a timm model.
 
@@ -125,7 +132,7 @@ class SketchANet(nn.Module):
             self.head_hidden_size = self.hidden_dim
         else:
             # no pooling -> no fc6/fc7 (they would be parameters that never see a gradient)
-            self.head = nn.Identity()
+            self.head = NoHead()
             self.head_hidden_size = self.num_features
 
     @torch.jit.ignore
@@ -138,7 +145,7 @@ class SketchANet(nn.Module):
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
-        return self.head.fc if isinstance(self.head, SketchANetHead) else self.head
+        return self.head.fc if isinstance(self.head, SketchANetHead) else nn.Identity()
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier (and, when ``global_pool`` changes, rebuild or drop the fc6/fc7 head)."""
@@ -195,9 +202,7 @@ class SketchANet(nn.Module):
         return self.stages(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if isinstance(self.head, SketchANetHead):
-            return self.head(x, pre_logits=pre_logits)
-        return x
+        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
