@@ -415,13 +415,13 @@ def _create_dssa(variant: str, pretrained: bool = False, **kwargs: Any) -> DSSA:
         overlay["first_conv"] = f"trunk.{trunk_cfg.first_conv}" if trunk_cfg.first_conv else None
         overlay.update(kwargs.get("pretrained_cfg_overlay") or {})
         kwargs["pretrained_cfg_overlay"] = overlay
-    return build_model_with_cfg(
-        DSSA,
-        variant,
-        pretrained,
-        feature_cfg=dict(feature_cls="getter"),
-        **kwargs,
-    )
+    feature_cfg = dict(feature_cls="getter")
+    if kwargs.get("features_only") and "out_indices" not in kwargs:
+        # timm's default (0, 1, 2, 3, 4) assumes five levels; default to all of the trunk's levels instead
+        with torch.device("meta"):  # no memory, no init cost: only feature_info is read
+            probe = timm.create_model(backbone, num_classes=0, **(kwargs.get("backbone_kwargs") or {}))
+        feature_cfg["out_indices"] = tuple(range(len(probe.feature_info)))
+    return build_model_with_cfg(DSSA, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
 
 
 _DEFAULT_BACKBONES = {
