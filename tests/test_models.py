@@ -73,7 +73,9 @@ def test_paper_sizes_sketch_a_net_trunk():
     # the paper's fc6 sees the flattened 7x7x256 map: 12544 -> 512, fc7 512 -> 256, no fine projection
     assert model.head.fc6.weight.shape == (512, 7 * 7 * 256)
     assert model.head.fc7.weight.shape == (256, 512)
-    assert isinstance(model.head.reduce, torch.nn.Identity) and isinstance(model.head.fine_proj, torch.nn.Identity)
+    assert isinstance(model.head.reduce, torch.nn.Identity) and isinstance(
+        model.head.fine_proj, torch.nn.Identity
+    )
     assert sum(p.numel() for p in model.parameters()) == 8_315_136
 
 
@@ -86,7 +88,9 @@ def test_spatial_attention_formula_any_shape(hw):
     logits = att.conv2(torch.relu(att.conv1(f)))
     expected = torch.softmax(logits.reshape(3, -1), dim=1).reshape(3, 1, *hw)
     torch.testing.assert_close(mask, expected, rtol=0, atol=1e-15)
-    torch.testing.assert_close(mask.sum(dim=(2, 3)), torch.ones(3, 1, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        mask.sum(dim=(2, 3)), torch.ones(3, 1, dtype=torch.float64), rtol=0, atol=1e-12
+    )
     torch.testing.assert_close(out, f + f * mask, rtol=0, atol=0)
 
 

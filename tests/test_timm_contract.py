@@ -103,7 +103,9 @@ def test_features_only(name):
     assert len(outputs) == len(channels)
     for c, r, o in zip(channels, reductions, outputs):
         assert o.shape[1] == c
-        assert o.shape[2] <= math.ceil(input_size[1] / r) + 1 and o.shape[3] <= math.ceil(input_size[2] / r) + 1
+        assert (
+            o.shape[2] <= math.ceil(input_size[1] / r) + 1 and o.shape[3] <= math.ceil(input_size[2] / r) + 1
+        )
         assert torch.isfinite(o).all()
 
 
@@ -157,7 +159,9 @@ def test_torchscript_keeps_modality_argument():
     x = torch.randn(1, 1, 129, 129)
     with torch.no_grad():
         for modality in ("sketch", "photo"):
-            torch.testing.assert_close(scripted(x, modality), model(x, modality=modality), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(
+                scripted(x, modality), model(x, modality=modality), rtol=1e-5, atol=1e-6
+            )
 
 
 def test_fx_symbolic_trace():
@@ -185,7 +189,10 @@ def test_local_dir_round_trip_bit_identical(tmp_path, name, model_args):
     # move the batch-norm statistics off their defaults so that buffers are checked too
     model.train()
     with torch.no_grad():
-        model(torch.randn(4, *TINY[name]), **({"modality": "sketch"} if model_args.get("shared") is False else {}))
+        model(
+            torch.randn(4, *TINY[name]),
+            **({"modality": "sketch"} if model_args.get("shared") is False else {}),
+        )
     x = torch.randn(2, *TINY[name])
     kw = {"modality": "sketch"} if model_args.get("shared") is False else {}
     with torch.no_grad():

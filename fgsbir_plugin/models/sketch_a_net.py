@@ -157,7 +157,9 @@ class SketchANet(nn.Module):
             self._build_head(num_classes)
         elif isinstance(self.head, SketchANetHead):
             device = self.head.fc6.weight.device
-            self.head.fc = nn.Linear(self.hidden_dim, num_classes).to(device) if num_classes > 0 else nn.Identity()
+            self.head.fc = (
+                nn.Linear(self.hidden_dim, num_classes).to(device) if num_classes > 0 else nn.Identity()
+            )
         self.head.train(self.training)
 
     def forward_intermediates(
