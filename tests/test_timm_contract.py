@@ -207,6 +207,19 @@ def test_local_dir_round_trip_bit_identical(tmp_path, name, model_args):
         assert torch.equal(again(x, **kw), ref)
 
 
+def test_local_dir_records_the_backbone_keyword(tmp_path):
+    """create_model kwargs travel in config.json without passing model_args to save_model."""
+    model = _create("dssa", backbone="resnet18", fusion=False, coarse_grid=(3, 5))
+    x = torch.randn(2, 3, 64, 96)
+    ref = _embed(model, x)
+    save_model(model, tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    assert loaded.backbone == "resnet18" and loaded.num_features == 256
+    assert loaded.pretrained_cfg["input_size"] == (3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), ref)
+
+
 def test_safetensors_file_checkpoint_path_and_overlay(tmp_path):
     model = _create("dssa")
     x = torch.randn(2, 1, 129, 129)

@@ -148,14 +148,16 @@ def _create_trunk(
     kwargs = dict(num_classes=0, global_pool="", in_chans=in_chans)
     kwargs.update(backbone_kwargs or {})
     online = pretrained_backbone is True
+    if ":" not in backbone and not timm.is_model(backbone):  # "hf-hub:..." / "local-dir:..." resolve later
+        raise ValueError(f"backbone {backbone!r} is not a timm model; pick one from timm.list_models().")
     try:
         trunk = timm.create_model(backbone, pretrained=online, **kwargs)
-    except RuntimeError as err:
-        if "Unknown model" in str(err):
-            raise ValueError(
-                f"backbone {backbone!r} is not a timm model; pick one from timm.list_models()."
-            ) from err
-        raise
+    except (AssertionError, ValueError, TypeError):
+        if "global_pool" in (backbone_kwargs or {}):
+            raise
+        # a few trunks (e.g. distilled DeiT) refuse global_pool=''; their pooling has no parameters anyway
+        kwargs.pop("global_pool")
+        trunk = timm.create_model(backbone, pretrained=online, **kwargs)
     if pretrained_backbone == PACKAGE_NAME:
         load_efficientnet_lite0_imagenet(trunk)
     return trunk
@@ -249,6 +251,19 @@ class DSSA(nn.Module):
                     "installation; build the model with holef=False."
                 ) from err
             self.distance = HOLEFDistance(self.num_features)
+
+    __jit_unused_properties__ = ["_model_args"]
+
+    # timm records the create_model() kwargs in `_model_args` and writes them to config.json on export.
+    # `pretrained_backbone` only chooses the trunk's starting weights, which the saved weights replace, so it is
+    # dropped: reloading a saved model must not download anything or need the offline-weights package.
+    @property
+    def _model_args(self) -> dict[str, Any]:
+        return self.__dict__.get("_dssa_model_args", {})
+
+    @_model_args.setter
+    def _model_args(self, value: dict[str, Any]) -> None:
+        self.__dict__["_dssa_model_args"] = {k: v for k, v in value.items() if k != "pretrained_backbone"}
 
     @staticmethod
     def _trunk_format(trunk: nn.Module) -> str:
@@ -404,15 +419,20 @@ def _create_dssa(variant: str, pretrained: bool = False, **kwargs: Any) -> DSSA:
     backbone = kwargs.setdefault("backbone", default_backbone)
     if backbone != default_backbone:
         # another trunk: take its input size / normalisation, unless the caller overrides them
-        trunk_cfg = timm.models.get_pretrained_cfg(backbone)
-        if trunk_cfg is None:
+        trunk_cfg = timm.models.get_pretrained_cfg(backbone) if ":" not in backbone else None
+        if trunk_cfg is None and ":" not in backbone:
             raise ValueError(f"backbone {backbone!r} is not a timm model; pick one from timm.list_models().")
-        overlay = {
-            k: getattr(trunk_cfg, k)
-            for k in ("input_size", "mean", "std", "interpolation", "pool_size")
-            if getattr(trunk_cfg, k, None) is not None
-        }
-        overlay["first_conv"] = f"trunk.{trunk_cfg.first_conv}" if trunk_cfg.first_conv else None
+        overlay = (
+            {}
+            if trunk_cfg is None
+            else {
+                k: getattr(trunk_cfg, k)
+                for k in ("input_size", "mean", "std", "interpolation", "pool_size")
+                if getattr(trunk_cfg, k, None) is not None
+            }
+        )
+        if trunk_cfg is not None and trunk_cfg.first_conv:
+            overlay["first_conv"] = f"trunk.{trunk_cfg.first_conv}"
         overlay.update(kwargs.get("pretrained_cfg_overlay") or {})
         kwargs["pretrained_cfg_overlay"] = overlay
     feature_cfg = dict(feature_cls="getter")
