@@ -250,3 +250,10 @@ def test_pretrained_overlay_adapts_classifier(tmp_path):
     )
     assert model.get_classifier().out_features == 10
     assert torch.equal(model.stages[0].conv1.weight, source.stages[0].conv1.weight)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_pretrained_without_weights_is_an_error(name):
+    """`.untrained` tags advertise no weights: pretrained=True must fail, never fall back to random init."""
+    with pytest.raises(RuntimeError, match="No pretrained weights exist"):
+        timm.create_model(name, pretrained=True)

@@ -44,8 +44,6 @@ from .sketch_a_net import SketchANet  # noqa: F401  (registers the default trunk
 
 __all__ = ["SpatialAttention", "CoarseFineFusion", "DSSA"]
 
-_MODALITIES = ("sketch", "photo")
-
 
 class SpatialAttention(nn.Module):
     """Spatial attention with a residual: f [B, C, H, W] -> (f + f * m, m [B, 1, H, W]).
