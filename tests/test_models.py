@@ -232,3 +232,21 @@ def test_sketch_a_net_classifier():
         (256, 256, 3, 3),
         (256, 256, 3, 3),
     ]
+
+
+@pytest.mark.parametrize(
+    "backbone,input_size,backbone_kwargs,fmt,grid",
+    [
+        ("convnext_atto", (3, 64, 96), {}, "NCHW", (2, 3)),
+        # two prefix tokens (class + distillation) dropped before the 4x6 patch grid
+        ("deit_tiny_distilled_patch16_224", (3, 64, 96), {"dynamic_img_size": True}, "NLC", (4, 6)),
+        ("swin_tiny_patch4_window7_224", (3, 224, 224), {}, "NHWC", (7, 7)),
+    ],
+)
+def test_other_backbone_layouts(backbone, input_size, backbone_kwargs, fmt, grid):
+    model = _dssa(backbone=backbone, backbone_kwargs=backbone_kwargs).eval()
+    assert model.trunk_fmt == fmt
+    with torch.no_grad():
+        emb, att = model.forward_with_attention(torch.randn(1, *input_size))
+    assert emb.shape == (1, 512) and att.shape == (1, 1, *grid)
+    torch.testing.assert_close(att.sum(), torch.tensor(1.0), rtol=0, atol=1e-5)

@@ -265,10 +265,16 @@ class DSSA(nn.Module):
 
     @staticmethod
     def _trunk_format(trunk: nn.Module) -> str:
+        """How the trunk's forward_features lays out its output: 'NCHW', 'NHWC' (Swin...) or 'NLC' (ViT tokens).
+
+        Decided once here, not from the tensor's rank at run time, so that torch.fx can trace the model.
+        """
         fmt = str(getattr(trunk, "output_fmt", "NCHW"))
-        if hasattr(trunk, "patch_embed") and hasattr(trunk, "num_prefix_tokens") and fmt == "NCHW":
-            return "NLC"  # ViT-style: forward_features gives a token sequence
-        return fmt
+        if fmt == "NHWC":
+            return "NHWC"
+        if hasattr(trunk, "patch_embed") and hasattr(trunk, "num_prefix_tokens"):
+            return "NLC"
+        return "NCHW"
 
     # -- timm model contract -------------------------------------------------------------------------------
 
@@ -319,9 +325,7 @@ class DSSA(nn.Module):
         return modality == "photo" and self.photo_trunk is not None
 
     def _to_map(self, feats: torch.Tensor, img_hw: tuple[int, int]) -> torch.Tensor:
-        """Trunk output -> NCHW map [B, C, h, w]."""
-        if self.trunk_fmt == "NHWC":
-            return feats.permute(0, 3, 1, 2)
+        """Trunk output -> NCHW map [B, C, h, w]; token sequences [B, prefix + h*w, C] go on the patch grid."""
         if self.trunk_fmt == "NLC":
             tokens = feats[:, self.num_prefix_tokens :]
             h, w = img_hw[0] // self.patch_size[0], img_hw[1] // self.patch_size[1]
@@ -331,6 +335,8 @@ class DSSA(nn.Module):
                     f"divisible by the patch size {self.patch_size}."
                 )
             return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
+        if self.trunk_fmt == "NHWC":
+            return feats.permute(0, 3, 1, 2)
         return feats
 
     def _attended(self, x: torch.Tensor, modality: str | None) -> tuple[torch.Tensor, torch.Tensor]:
