@@ -204,15 +204,21 @@ def test_bad_modality():
         model(torch.randn(1, 1, 225, 225), modality="drawing")
 
 
-def test_holef_needs_the_holef_module():
-    try:
-        import fgsbir_plugin.holef  # noqa: F401
-    except ImportError:
-        with pytest.raises(NotImplementedError, match="holef=True needs fgsbir_plugin.holef"):
-            timm.create_model("dssa", holef=True)
-    else:
-        model = timm.create_model("dssa", holef=True)
-        assert any(n.startswith("distance.") for n in model.state_dict())
+def test_holef_matrix_lives_in_the_model_and_survives_a_save(tmp_path):
+    from fgsbir_plugin.holef import HOLEFDistance
+    from fgsbir_plugin.model_io import load_model, save_model
+
+    model = timm.create_model("dssa", holef=True).eval()
+    assert isinstance(model.distance, HOLEFDistance)
+    assert model.distance.weight_matrix().shape == (512, 512)
+    with torch.no_grad():
+        model.distance.weight.add_(0.01 * torch.randn(512, 512))
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert isinstance(loaded.distance, HOLEFDistance)
+    assert torch.equal(loaded.distance.weight_matrix(), model.distance.weight_matrix())
+    nonneg = timm.create_model("dssa", holef=True, holef_nonnegative=True)
+    assert (nonneg.distance.weight_matrix() > 0).all()
 
 
 def test_sketch_a_net_classifier():

