@@ -8,7 +8,7 @@ from typing import Any
 
 from .config import LOSSES, MINERS, OPTIMIZERS, PRECISIONS, SCHEDULES, load_config_file, merge_config
 
-__all__ = ["register", "train_command", "eval_command", "embed_command", "demo_command"]
+__all__ = ["register", "config_from_args", "train_command", "eval_command", "embed_command", "demo_command"]
 
 S = argparse.SUPPRESS  # an option left out stays out, so the config file's value (or the default) holds
 
@@ -177,13 +177,17 @@ def _add_train(subparsers) -> None:
     p.set_defaults(func=train_command)
 
 
+def config_from_args(args: argparse.Namespace):
+    """The :class:`TrainConfig` of a parsed ``fgsbir train`` command: defaults < --config file < flags."""
+    flags = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config_file")}
+    file_values = load_config_file(args.config_file) if args.config_file else None
+    return merge_config(file_values, flags).validate()
+
+
 def train_command(args: argparse.Namespace) -> int:
     from .engine import train
 
-    flags = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config_file")}
-    file_values = load_config_file(args.config_file) if args.config_file else None
-    cfg = merge_config(file_values, flags)
-    summary = train(cfg.validate())
+    summary = train(config_from_args(args))
     if summary["stopped"]:
         print(
             f"stopped after step {summary['step']}; continue with: fgsbir train --out {summary['out']} --resume"

@@ -60,6 +60,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def check_model_name(name: str) -> None:
+    """ValueError unless timm (with the DSSA family registered) knows ``name``."""
+    import timm
+
+    import fgsbir_plugin  # noqa: F401  (registers the DSSA models)
+
+    if not timm.is_model(name) and not name.startswith(("hf-hub:", "local-dir:")):
+        raise ValueError(f"unknown model {name!r}; pick a timm model name, e.g. one of timm.list_models('dssa*').")
+
+
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
     """``timm.create_model(cfg.model, pretrained=cfg.pretrained, num_classes=0, **cfg.model_kwargs)``.
 
@@ -69,10 +79,7 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     """
     import timm
 
-    import fgsbir_plugin  # noqa: F401  (registers the DSSA models)
-
-    if not timm.is_model(cfg.model) and not cfg.model.startswith(("hf-hub:", "local-dir:")):
-        raise ValueError(f"unknown model {cfg.model!r}; see timm.list_models('dssa*') for the DSSA family.")
+    check_model_name(cfg.model)
     kwargs = dict(cfg.model_kwargs)
     kwargs.setdefault("num_classes", 0)
     if cfg.loss == "holef":
@@ -293,7 +300,9 @@ def _resolve_resume(cfg: TrainConfig, out: Path) -> TrainConfig:
             "drop those options or start a new --out folder."
         )
     merged = dict(stored)
-    merged.update({k: given[k] for k in RESUME_OVERRIDABLE if given[k] != defaults[k]})
+    # Runtime settings come from this invocation (a stored --stop-after-steps must not stop again);
+    # the data folder may move, but stays as stored when not given.
+    merged.update({k: given[k] for k in RESUME_OVERRIDABLE if k != "data_dir" or given[k] is not None})
     merged["out"], merged["resume"] = str(out), True
     return TrainConfig.from_dict(merged)
 
@@ -311,6 +320,7 @@ def train(cfg: TrainConfig, datasets=None) -> dict[str, Any]:
         cfg = _resolve_resume(cfg, out)
     elif (out / "state").exists() or (out / "model").exists():
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
+    check_model_name(cfg.model)  # before the (possibly slow) data loading
     device = resolve_device(cfg.device)
     info = ddp.init_distributed(device)
     if info.distributed and device.type == "cuda":
