@@ -64,18 +64,5 @@ def tiny_fgsbir(
     return sk, ph
 
 
-class ModalityWrapper(torch.nn.Module):
-    """A bare timm trunk that accepts ``modality=`` like the DSSA models (and ignores it)."""
-
-    def __init__(self, trunk: torch.nn.Module) -> None:
-        super().__init__()
-        self.trunk = trunk
-        self.num_features = trunk.num_features
-        self.pretrained_cfg = trunk.pretrained_cfg
-
-    def forward(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
-        return self.trunk(x)
-
-
 def tiny_model() -> torch.nn.Module:
     return timm.create_model("test_resnet", num_classes=0)

@@ -45,9 +45,13 @@ def _one_sentence(err: str) -> str:
 
 
 def test_flags_override_config_file(tmp_path):
-    (tmp_path / "c.toml").write_text('lr = 0.5\nepochs = 3\nbatch-size = 8\nmodel_kwargs = { shared = false }\n')
+    (tmp_path / "c.toml").write_text(
+        "lr = 0.5\nepochs = 3\nbatch-size = 8\nmodel_kwargs = { shared = false }\n"
+    )
     cfg = train_cli.config_from_args(
-        _parse("train", "--config", tmp_path / "c.toml", "--data", "x", "--out", tmp_path / "r", "--lr", "0.001")
+        _parse(
+            "train", "--config", tmp_path / "c.toml", "--data", "x", "--out", tmp_path / "r", "--lr", "0.001"
+        )
     )
     assert (cfg.lr, cfg.epochs, cfg.batch_size, cfg.model_kwargs) == (0.001, 3, 8, {"shared": False})
     (tmp_path / "c.yaml").write_text("loss: holef\nminer: semi-hard\nchannels_last: true\n")
@@ -72,7 +76,9 @@ def test_flags_override_config_file(tmp_path):
 )
 def test_bad_config_gives_one_sentence(tmp_path, fgsbir, config_text, flags, expected):
     (tmp_path / "c.yaml").write_text(config_text)
-    status, _, err = fgsbir("train", "--config", tmp_path / "c.yaml", "--data", "x", "--out", tmp_path / "r", *flags)
+    status, _, err = fgsbir(
+        "train", "--config", tmp_path / "c.yaml", "--data", "x", "--out", tmp_path / "r", *flags
+    )
     assert status == 2
     assert expected in _one_sentence(err)
 
@@ -84,8 +90,18 @@ def test_missing_config_file(tmp_path):
 
 def test_eval_and_embed_commands(tmp_path, fgsbir, monkeypatch):
     tiny = tiny_fgsbir()
-    train(TrainConfig(data="tiny", out=str(tmp_path / "run"), model="test_resnet", image_size=28, batch_size=4,
-                      epochs=1, progress=False), datasets=tiny)
+    train(
+        TrainConfig(
+            data="tiny",
+            out=str(tmp_path / "run"),
+            model="test_resnet",
+            image_size=28,
+            batch_size=4,
+            epochs=1,
+            progress=False,
+        ),
+        datasets=tiny,
+    )
     # `fgsbir eval` through the CLI, with the dataset loader pointed at the tiny in-memory data.
     import fgsbir_plugin.train.evaluate as ev
 
@@ -101,8 +117,17 @@ def test_eval_and_embed_commands(tmp_path, fgsbir, monkeypatch):
     (images / "sub").mkdir(parents=True)
     for i, name in enumerate(["b.png", "a.jpg", "sub/c.png"]):
         Image.new("RGB", (30 + i, 20), (i * 40, 0, 0)).save(images / name)
-    status, out, err = fgsbir("embed", "--checkpoint", tmp_path / "run", "--images", images, "--out",
-                              tmp_path / "e.safetensors", "--device", "cpu")
+    status, out, err = fgsbir(
+        "embed",
+        "--checkpoint",
+        tmp_path / "run",
+        "--images",
+        images,
+        "--out",
+        tmp_path / "e.safetensors",
+        "--device",
+        "cpu",
+    )
     assert status == 0, err
     with safe_open(str(tmp_path / "e.safetensors"), "pt") as f:
         emb = f.get_tensor("embeddings")
@@ -113,5 +138,7 @@ def test_eval_and_embed_commands(tmp_path, fgsbir, monkeypatch):
     info = embed_folder(tmp_path / "run", images, tmp_path / "e2.safetensors", device="cpu", views=10)
     assert info == {"num_images": 3, "dim": 96, "path": str(tmp_path / "e2.safetensors")}
     assert torch.isfinite(emb).all()
-    status, _, err = fgsbir("embed", "--checkpoint", tmp_path / "run", "--images", tmp_path / "none", "--out", "x")
+    status, _, err = fgsbir(
+        "embed", "--checkpoint", tmp_path / "run", "--images", tmp_path / "none", "--out", "x"
+    )
     assert status == 2 and "does not exist" in _one_sentence(err)

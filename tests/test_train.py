@@ -30,8 +30,18 @@ def tiny():
 
 
 def _cfg(out, **kw):
-    base = dict(data="tiny", out=str(out), model="test_resnet", image_size=28, batch_size=4, epochs=2, lr=1e-3,
-                progress=False, log_every=1, save_every=3)
+    base = dict(
+        data="tiny",
+        out=str(out),
+        model="test_resnet",
+        image_size=28,
+        batch_size=4,
+        epochs=2,
+        lr=1e-3,
+        progress=False,
+        log_every=1,
+        save_every=3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -45,15 +55,32 @@ def test_run_folder_layout_and_eval_report(tmp_path, tiny):
     events = [json.loads(line)["event"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert events.count("epoch") == 2 and events[-1] == "end" and events.count("train") == 12
     model = load_model(run / "model")
-    assert model.pretrained_cfg["input_size"] == (3, 28, 28) or list(model.pretrained_cfg["input_size"]) == [3, 28, 28]
+    assert model.pretrained_cfg["input_size"] == (3, 28, 28) or list(model.pretrained_cfg["input_size"]) == [
+        3,
+        28,
+        28,
+    ]
     report = run_eval(run, "tiny", split="test", device="cpu", datasets=tiny)
     saved = json.loads((run / "eval_test.json").read_text())
-    for key in ("metrics", "dataset", "split", "num_queries", "num_gallery", "checkpoint", "device", "date", "commit",
-                "command", "model_name"):
+    for key in (
+        "metrics",
+        "dataset",
+        "split",
+        "num_queries",
+        "num_gallery",
+        "checkpoint",
+        "device",
+        "date",
+        "commit",
+        "command",
+        "model_name",
+    ):
         assert key in saved
     assert saved["num_queries"] == 8 and saved["num_gallery"] == 4 and saved["model_name"] == "test_resnet"
     assert saved["metrics"] == report["metrics"]
-    ten = run_eval(run, "tiny", split="test", device="cpu", views=10, datasets=tiny, out=tmp_path / "ten.json")
+    ten = run_eval(
+        run, "tiny", split="test", device="cpu", views=10, datasets=tiny, out=tmp_path / "ten.json"
+    )
     assert set(ten["metrics"]) == set(report["metrics"]) and ten["views"] == 10
 
 
@@ -79,8 +106,14 @@ def _weights(run: Path) -> dict[str, str]:
     "extra",
     [
         {},
-        {"optimizer": "sgd", "miner": "batch-hard", "grad_accum": 2, "warmup_steps": 2, "schedule": "onecycle",
-         "stroke_jitter": 0.5},
+        {
+            "optimizer": "sgd",
+            "miner": "batch-hard",
+            "grad_accum": 2,
+            "warmup_steps": 2,
+            "schedule": "onecycle",
+            "stroke_jitter": 0.5,
+        },
     ],
 )
 def test_resume_is_bit_identical(tmp_path, tiny, extra):
@@ -138,16 +171,33 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, tiny):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     script = _KILLED_RUN.format(tests=str(TESTS), out=str(tmp_path / "b"), resume=True)
     subprocess.run([sys.executable, "-c", script], env=env, check=True)
-    train(TrainConfig(data="tiny", out=str(tmp_path / "a"), model="test_resnet", image_size=28, batch_size=4,
-                      epochs=3, lr=1e-3, progress=False, log_every=1, save_every=1), datasets=tiny)
+    train(
+        TrainConfig(
+            data="tiny",
+            out=str(tmp_path / "a"),
+            model="test_resnet",
+            image_size=28,
+            batch_size=4,
+            epochs=3,
+            lr=1e-3,
+            progress=False,
+            log_every=1,
+            save_every=1,
+        ),
+        datasets=tiny,
+    )
     assert _weights(tmp_path / "a") == _weights(tmp_path / "b")
 
 
 def test_flatten_state_round_trip():
     import numpy as np
 
-    obj = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2)}}, "groups": [{"betas": (0.9, 0.99)}],
-           "np": np.random.RandomState(0).get_state(), "none": None}
+    obj = {
+        "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2)}},
+        "groups": [{"betas": (0.9, 0.99)}],
+        "np": np.random.RandomState(0).get_state(),
+        "none": None,
+    }
     tensors, skeleton = flatten_state(obj)
     back = unflatten_state(json.loads(json.dumps(skeleton)), tensors)
     assert list(back["state"]) == [0] and torch.equal(back["state"][0]["exp_avg"], torch.ones(2))
@@ -167,3 +217,37 @@ def test_holef_loss_trains(tmp_path, tiny):
     pytest.importorskip("fgsbir_plugin.holef", reason="fgsbir_plugin.holef (branch holef) is not merged yet")
     summary = train(_cfg(tmp_path / "h", loss="holef", epochs=1), datasets=tiny)
     assert summary["done"]
+
+
+def test_loader_workers_do_not_change_the_result(tmp_path, tiny):
+    train(_cfg(tmp_path / "w0", epochs=1), datasets=tiny)
+    train(_cfg(tmp_path / "w2", epochs=1, workers=2, cache="no"), datasets=tiny)
+    assert _weights(tmp_path / "w0") == _weights(tmp_path / "w2")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_and_channels_last_smoke(tmp_path, tiny, precision):
+    summary = train(
+        _cfg(tmp_path / precision, epochs=1, precision=precision, channels_last=True, log_csv=True),
+        datasets=tiny,
+    )
+    assert summary["done"] and (tmp_path / precision / "log.csv").is_file()
+    state = load_file(str(tmp_path / precision / "state" / "model.safetensors"))
+    assert all(torch.isfinite(v.float()).all() for v in state.values())
+
+
+def test_forward_passes_modality_only_to_models_that_take_it():
+    from fgsbir_plugin.train.evaluate import forward_embed
+
+    class TwoTrunks(torch.nn.Module):
+        def forward(self, x, modality=None):
+            return x.sum(dim=(2, 3)) * (1.0 if modality == "sketch" else -1.0)
+
+    class Plain(torch.nn.Module):
+        def forward(self, x):
+            return x.sum(dim=(2, 3))
+
+    x = torch.ones(2, 3, 4, 4)
+    assert forward_embed(TwoTrunks(), x, "sketch")[0, 0] == 16.0
+    assert forward_embed(TwoTrunks(), x, "photo")[0, 0] == -16.0
+    assert forward_embed(Plain(), x, "photo")[0, 0] == 16.0

@@ -67,7 +67,9 @@ def check_model_name(name: str) -> None:
     import fgsbir_plugin  # noqa: F401  (registers the DSSA models)
 
     if not timm.is_model(name) and not name.startswith(("hf-hub:", "local-dir:")):
-        raise ValueError(f"unknown model {name!r}; pick a timm model name, e.g. one of timm.list_models('dssa*').")
+        raise ValueError(
+            f"unknown model {name!r}; pick a timm model name, e.g. one of timm.list_models('dssa*')."
+        )
 
 
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
@@ -441,13 +443,21 @@ def train(cfg: TrainConfig, datasets=None) -> dict[str, Any]:
             )
         ddp.barrier()
 
+    def save_best() -> None:
+        from ..model_io import save_model
+
+        if cfg.channels_last:
+            # safetensors refuses non-contiguous tensors: save from the standard layout.
+            model.to(memory_format=torch.contiguous_format)
+        save_model(model, out / "model", model_args=_model_args(cfg, model))
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+
     def validate() -> dict[str, float] | None:
         if not main:
             return None
         if not has_val:
-            from ..model_io import save_model
-
-            save_model(model, out / "model", model_args=_model_args(cfg, model))
+            save_best()
             return None
         res = evaluate_split(
             model,
@@ -577,11 +587,9 @@ def train(cfg: TrainConfig, datasets=None) -> dict[str, Any]:
                     key = [metrics["acc@1"], metrics["acc@10"]]
                     improved = progress["best"] is None or key > progress["best"]
                     if improved:
-                        from ..model_io import save_model
-
                         progress["best"], progress["best_step"] = key, progress["step"]
                         progress["bad_validations"] = 0
-                        save_model(model, out / "model", model_args=_model_args(cfg, model))
+                        save_best()
                     else:
                         progress["bad_validations"] += 1
                     stop_early = cfg.early_stop is not None and progress["bad_validations"] >= cfg.early_stop
