@@ -21,16 +21,17 @@ def test_pair_index():
 @pytest.mark.parametrize("k", [1, 2])
 def test_batches_have_distinct_photos_and_cover_every_sketch(k):
     s2p = _layout()
-    sampler = PairBatchSampler(s2p, batch_size=4 * k, k=k, seed=3, drop_last=False)
-    batches = sampler.epoch_batches(0)
-    seen = set()
-    for b in batches:
-        photos = [int(s2p[i]) for i in b]
-        assert len(set(photos)) * k == len(b)  # P distinct photos, K sketches each
-        seen.update(b)
-    # Everything is visited except, at most, a tail of one photo's sketches (no negatives left for it).
-    missed = set(range(len(s2p))) - seen
-    assert len({int(s2p[i]) for i in missed}) <= 1
+    sampler = PairBatchSampler(s2p, batch_size=4 * k, k=k, seed=3)
+    for epoch in range(20):
+        batches = sampler.epoch_batches(epoch)
+        assert len(batches) == sampler.batches_per_epoch == -(-sampler.num_groups // 4)  # fixed epoch length
+        seen = set()
+        for b in batches:
+            photos = [int(s2p[i]) for i in b]
+            assert len(b) == 4 * k and len(set(photos)) == 4  # P distinct photos, K sketches each
+            seen.update(b)
+        # Every sketch is visited except, rarely, groups still waiting behind a same-photo conflict.
+        assert len(seen) >= len(s2p) - 3
 
 
 def test_order_depends_on_seed_and_epoch_only_and_resume_skips():

@@ -251,3 +251,38 @@ def test_forward_passes_modality_only_to_models_that_take_it():
     assert forward_embed(TwoTrunks(), x, "sketch")[0, 0] == 16.0
     assert forward_embed(TwoTrunks(), x, "photo")[0, 0] == -16.0
     assert forward_embed(Plain(), x, "photo")[0, 0] == 16.0
+
+
+def test_early_stopping(tmp_path, tiny, monkeypatch):
+    import fgsbir_plugin.train.engine as engine
+
+    # Validation scores that improve once, then never: stop after `early_stop` flat validations.
+    scores = iter([(10.0, 50.0), (20.0, 50.0), (20.0, 50.0), (5.0, 90.0), (30.0, 90.0), (40.0, 90.0)])
+
+    def fake_eval(*args, **kwargs):
+        a1, a10 = next(scores)
+        return {
+            "metrics": {
+                "acc@1": a1,
+                "acc@5": a1,
+                "acc@10": a10,
+                "mAP": a1,
+                "mean_rank": 1.0,
+                "median_rank": 1.0,
+            }
+        }
+
+    monkeypatch.setattr(engine, "evaluate_split", fake_eval)
+    summary = train(_cfg(tmp_path / "es", epochs=6, early_stop=2), datasets=tiny)
+    assert summary["done"] and summary["epoch"] == 4 and summary["step"] == 24
+    assert summary["best"] == [20.0, 50.0] and summary["best_step"] == 12
+
+
+def test_without_validation_split_the_last_model_is_kept(tmp_path, tiny):
+    sk, ph = tiny
+    no_val = (
+        {k: v for k, v in sk.items() if k != "validation"},
+        {k: v for k, v in ph.items() if k != "validation"},
+    )
+    summary = train(_cfg(tmp_path / "nv", epochs=1), datasets=no_val)
+    assert summary["best"] is None and (tmp_path / "nv" / "model" / "model.safetensors").is_file()

@@ -51,17 +51,18 @@ def pair_index(sketch_photo_ids: Sequence[str], photo_ids: Sequence[str]) -> tor
 class PairBatchSampler(torch.utils.data.Sampler):
     """Batches of ``(epoch, sketch index)`` with P distinct photos x K sketches of each.
 
-    One epoch visits every sketch once (sketches of a photo with fewer than K sketches are
-    repeated to fill its group). Groups of K sketches of one photo are shuffled and packed greedily
-    into batches of ``batch_size // k`` distinct photos; a group whose photo is already in the batch
-    waits for the next one.
+    Sketches are grouped K per photo (a photo with fewer than K sketches repeats them), the groups
+    are shuffled and packed greedily into batches of P = ``batch_size // k`` distinct photos; a
+    group whose photo is already in the batch waits for the next batch. An epoch has a fixed
+    number of full batches, ``ceil(groups / P)`` (cut to a multiple of ``world_size``); a batch the
+    shuffled groups cannot fill (the tail, or too many groups of one photo) is topped up with
+    groups of other photos drawn from a second shuffle, so every epoch has the same length.
 
     Args:
         sketch_to_photo: ``[Ns]`` photo index of each sketch (from :func:`pair_index`).
         batch_size: sketches per batch on this process (a multiple of ``k``).
         k: sketches per photo in a batch.
         seed: run seed; the order depends on (seed, epoch) only.
-        drop_last: drop a final batch with fewer than ``batch_size // k`` photos.
         rank, world_size: for DDP; process ``rank`` takes every ``world_size``-th batch, and the
             number of batches is cut to a multiple of ``world_size`` so all processes step together.
     """
@@ -72,7 +73,6 @@ class PairBatchSampler(torch.utils.data.Sampler):
         batch_size: int,
         k: int = 1,
         seed: int = 0,
-        drop_last: bool = True,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -93,20 +93,25 @@ class PairBatchSampler(torch.utils.data.Sampler):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}.")
         self.sketch_to_photo = photos
-        self.k, self.seed, self.drop_last = k, seed, drop_last
+        self.k, self.seed = k, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.start_batch = 0
         self._by_photo: dict[int, list[int]] = {}
         for i, p in enumerate(photos):
             self._by_photo.setdefault(p, []).append(i)
+        self.num_groups = sum(-(-len(m) // k) for m in self._by_photo.values())
+        batches = -(-self.num_groups // self.p)
+        self.batches_per_epoch = (batches - batches % world_size) // world_size
+        if self.batches_per_epoch < 1:
+            raise ValueError(f"{batches} batch(es) per epoch cannot be shared by {world_size} processes.")
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch to draw, and skip its first ``start_batch`` batches (of this process) on resume."""
         self.epoch, self.start_batch = int(epoch), int(start_batch)
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """All batches of ``epoch`` for this process, as lists of sketch indices."""
+        """All ``batches_per_epoch`` batches of ``epoch`` for this process, as lists of sketch indices."""
         g = torch.Generator()
         g.manual_seed(self.seed * 7919 + epoch)
         groups: list[list[int]] = []
@@ -117,8 +122,10 @@ class PairBatchSampler(torch.utils.data.Sampler):
             padded = [order[j % len(order)] for j in range(n_groups * self.k)]
             groups += [padded[j * self.k : (j + 1) * self.k] for j in range(n_groups)]
         pending = deque(groups[j] for j in torch.randperm(len(groups), generator=g).tolist())
+        top_up = [groups[j] for j in torch.randperm(len(groups), generator=g).tolist()]
+        next_top_up = 0
         batches: list[list[int]] = []
-        while pending:
+        for _ in range(self.batches_per_epoch * self.world_size):
             batch: list[int] = []
             seen: set[int] = set()
             skipped: list[list[int]] = []
@@ -131,14 +138,19 @@ class PairBatchSampler(torch.utils.data.Sampler):
                     seen.add(photo)
                     batch += group
             pending.extendleft(reversed(skipped))
-            if len(seen) < self.p and (self.drop_last or len(seen) < 2):
-                break
+            scanned = 0
+            while len(seen) < self.p and scanned < len(top_up):
+                group = top_up[next_top_up % len(top_up)]
+                next_top_up += 1
+                scanned += 1
+                if self.sketch_to_photo[group[0]] not in seen:
+                    seen.add(self.sketch_to_photo[group[0]])
+                    batch += group
             batches.append(batch)
-        usable = len(batches) - len(batches) % self.world_size
-        return batches[:usable][self.rank :: self.world_size]
+        return batches[self.rank :: self.world_size]
 
     def __len__(self) -> int:
-        return max(0, len(self.epoch_batches(self.epoch)) - self.start_batch)
+        return max(0, self.batches_per_epoch - self.start_batch)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for batch in self.epoch_batches(self.epoch)[self.start_batch :]:

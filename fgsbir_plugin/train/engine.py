@@ -366,7 +366,8 @@ def train(cfg: TrainConfig, datasets=None) -> dict[str, Any]:
     sampler = PairBatchSampler(
         s2p, cfg.batch_size, k=cfg.k_per_photo, seed=cfg.seed, rank=info.rank, world_size=info.world_size
     )
-    batches_per_epoch = (len(sampler.epoch_batches(0)) // cfg.grad_accum) * cfg.grad_accum
+    # Accumulation groups never straddle epochs: the epoch is cut to whole optimiser steps.
+    batches_per_epoch = (sampler.batches_per_epoch // cfg.grad_accum) * cfg.grad_accum
     steps_per_epoch = batches_per_epoch // cfg.grad_accum
     if steps_per_epoch < 1:
         raise ValueError(
@@ -576,9 +577,9 @@ def train(cfg: TrainConfig, datasets=None) -> dict[str, Any]:
                 break
             # End of an epoch (or of training): validate, keep the best, maybe stop early.
             end_of_training = progress["step"] >= total_steps
-            if progress["batch_in_epoch"] >= batches_per_epoch or end_of_training:
-                progress["epoch"] += 1
-                progress["batch_in_epoch"] = 0
+            # Here the epoch is complete (all its batches seen) or training reached its last step.
+            progress["epoch"] += 1
+            progress["batch_in_epoch"] = 0
             metrics = validate()
             stop_early = False
             if main:
