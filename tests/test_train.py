@@ -286,3 +286,58 @@ def test_without_validation_split_the_last_model_is_kept(tmp_path, tiny):
     )
     summary = train(_cfg(tmp_path / "nv", epochs=1), datasets=no_val)
     assert summary["best"] is None and (tmp_path / "nv" / "model" / "model.safetensors").is_file()
+
+
+def _stand_in_holef_module():
+    """A stand-in for fgsbir_plugin.holef (branch holef) with the contract's names, to test the wiring."""
+    import types
+
+    from pytorch_metric_learning.distances import BaseDistance
+    from pytorch_metric_learning.losses import TripletMarginLoss
+
+    class HOLEFDistance(BaseDistance):
+        def __init__(self, dim, **kwargs):
+            super().__init__(normalize_embeddings=True, p=2, power=1, is_inverted=False, **kwargs)
+            self.weight = torch.nn.Parameter(torch.eye(dim))
+
+        def weight_matrix(self):
+            return self.weight
+
+        def compute_mat(self, query_emb, ref_emb):
+            diff = query_emb[:, None, :] - ref_emb[None, :, :]
+            return ((diff @ self.weight) * diff).sum(-1)
+
+        def pairwise_distance(self, query_emb, ref_emb):
+            diff = query_emb - ref_emb
+            return ((diff @ self.weight) * diff).sum(-1)
+
+    class HOLEFLoss(TripletMarginLoss):
+        def __init__(self, *, distance, margin=0.2, reg_weight=0.0):
+            super().__init__(margin=margin, distance=distance)
+            self.reg_weight = reg_weight
+
+    module = types.ModuleType("fgsbir_plugin.holef")
+    module.HOLEFDistance, module.HOLEFLoss = HOLEFDistance, HOLEFLoss
+    return module
+
+
+def test_holef_wiring_with_a_plain_trunk(tmp_path, tiny, monkeypatch):
+    """A timm trunk without HOLEF support: W is trained, saved beside model/ and used by eval."""
+    import fgsbir_plugin
+
+    try:
+        import fgsbir_plugin.holef  # noqa: F401
+    except ImportError:  # before the holef branch is merged: a stand-in with the same names
+        module = _stand_in_holef_module()
+        monkeypatch.setitem(sys.modules, "fgsbir_plugin.holef", module)
+        monkeypatch.setattr(fgsbir_plugin, "holef", module, raising=False)
+    train(_cfg(tmp_path / "h", loss="holef", miner="semi-hard", epochs=1), datasets=tiny)
+    (W,) = load_file(str(tmp_path / "h" / "holef_distance.safetensors")).values()
+    assert W.shape == (96, 96) and not torch.equal(W, torch.eye(96))  # trained
+    report = run_eval(tmp_path / "h", "tiny", device="cpu", datasets=tiny)
+    euclid = run_eval(tmp_path / "h", "tiny", device="cpu", datasets=tiny, out=tmp_path / "e.json")
+    assert report["metrics"] == euclid["metrics"]  # deterministic
+    from fgsbir_plugin.train.evaluate import load_run_distance
+
+    model = load_model(tmp_path / "h" / "model")
+    assert torch.equal(load_run_distance(tmp_path / "h", model).weight_matrix().detach(), W)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import inspect
 import json
 import math
 import random
@@ -40,9 +39,19 @@ from .checkpoint import (
 from .config import RESUME_OVERRIDABLE, TrainConfig
 from .evaluate import evaluate_split, forward_embed, model_input_spec
 
-__all__ = ["train", "build_model", "build_loss", "lr_factor", "load_datasets", "resolve_device", "PairModel"]
+__all__ = [
+    "HOLEF_FILE",
+    "train",
+    "build_model",
+    "build_loss",
+    "lr_factor",
+    "load_datasets",
+    "resolve_device",
+    "PairModel",
+]
 
 _TRUNK_WORDS = ("trunk", "backbone", "encoder")
+HOLEF_FILE = "holef_distance.safetensors"  # HOLEF W of a model that cannot hold it (plain timm trunk)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -97,27 +106,10 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
 
 
 def _make_holef_loss(distance, margin: float, lam: float):
+    """``HOLEFLoss`` (triplet on the HOLEF energy + ``lam * ||W - I||_F^2``) sharing ``distance``."""
     from ..holef import HOLEFLoss
 
-    params = inspect.signature(HOLEFLoss).parameters
-    kwargs: dict[str, Any] = {}
-    if "distance" in params:
-        kwargs["distance"] = distance
-    if "margin" in params:
-        kwargs["margin"] = margin
-    for name in (
-        "holef_lambda",
-        "lambda_",
-        "lam",
-        "reg_weight",
-        "regularizer_weight",
-        "lambda_reg",
-        "weight",
-    ):
-        if name in params:
-            kwargs[name] = lam
-            break
-    return HOLEFLoss(**kwargs)
+    return HOLEFLoss(distance=distance, margin=margin, reg_weight=lam)
 
 
 def build_loss(
@@ -196,7 +188,9 @@ def _param_groups(cfg: TrainConfig, pair: PairModel) -> list[dict[str, Any]]:
             trunk.append(p)  # a plain timm model is all trunk
         else:
             head.append(p)
-    no_decay += [p for p in pair.loss.parameters() if p.requires_grad]
+    # The loss may share the model's HOLEF distance: add only parameters not already grouped.
+    grouped = {id(p) for p in trunk + head + no_decay}
+    no_decay += [p for p in pair.loss.parameters() if p.requires_grad and id(p) not in grouped]
     trunk_lr = cfg.lr if cfg.trunk_lr is None else cfg.trunk_lr
     groups = [
         {"params": trunk, "lr": trunk_lr, "weight_decay": cfg.weight_decay, "name": "trunk"},
@@ -451,8 +445,23 @@ def train(cfg: TrainConfig, datasets=None) -> dict[str, Any]:
             # safetensors refuses non-contiguous tensors: save from the standard layout.
             model.to(memory_format=torch.contiguous_format)
         save_model(model, out / "model", model_args=_model_args(cfg, model))
+        held_by_loss = _loss_distance(loss_fn)
+        if getattr(model, "distance", None) is None and held_by_loss is not None:
+            # A model without HOLEF support (a plain timm trunk): W is saved beside model/.
+            from safetensors.torch import save_file
+
+            from .._common import atomic_path
+
+            with atomic_path(out / HOLEF_FILE) as tmp:
+                save_file(
+                    {k: v.detach().cpu().contiguous() for k, v in held_by_loss.state_dict().items()}, str(tmp)
+                )
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
+
+    run_distance = getattr(model, "distance", None)
+    if run_distance is None:
+        run_distance = _loss_distance(loss_fn)
 
     def validate() -> dict[str, float] | None:
         if not main:
@@ -467,7 +476,7 @@ def train(cfg: TrainConfig, datasets=None) -> dict[str, Any]:
             image_size=size,
             batch_size=cfg.eval_batch_size,
             device=device,
-            distance=getattr(model, "distance", None) or _loss_distance(loss_fn),
+            distance=run_distance,
             autocast_dtype=amp_dtype,
             sketch_table=val_tables[0],
             photo_table=val_tables[1],

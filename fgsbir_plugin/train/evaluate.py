@@ -33,6 +33,7 @@ __all__ = [
     "git_commit",
     "write_eval_report",
     "resolve_checkpoint",
+    "load_run_distance",
     "run_eval",
 ]
 
@@ -219,6 +220,25 @@ def write_eval_report(path: str | Path, result: dict[str, Any], **fields: Any) -
     return report
 
 
+def load_run_distance(run_dir: str | Path, model: torch.nn.Module):
+    """The distance a run ranks with: ``model.distance`` (HOLEF inside the model), else a HOLEF W
+    saved beside ``model/`` by a plain timm trunk trained with ``--loss holef``, else None (Euclidean)."""
+    if getattr(model, "distance", None) is not None:
+        return model.distance
+    from .engine import HOLEF_FILE
+
+    path = Path(run_dir) / HOLEF_FILE
+    if not path.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    from ..holef import HOLEFDistance
+
+    distance = HOLEFDistance(model.num_features)
+    distance.load_state_dict(load_file(str(path)))
+    return distance.eval()
+
+
 def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, Path]:
     """(run folder, model folder) for a run folder or a model folder; FileNotFoundError otherwise."""
     path = Path(checkpoint)
@@ -279,6 +299,7 @@ def run_eval(
         batch_size=batch_size,
         device=dev,
         views=views,
+        distance=load_run_distance(run_dir, model),
     )
     path = Path(out) if out is not None else run_dir / f"eval_{split}.json"
     report = write_eval_report(
