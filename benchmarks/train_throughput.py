@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 # (DSSA variant, bare timm trunk, extra kwargs for the DSSA variant)
 PAIRS = [
     ("dssa", "sketch_a_net", {}),
-    ("dssa_efficientnet_lite0", "efficientnet_lite0", {}),
+    ("dssa_efficientnet_lite0", "tf_efficientnet_lite0", {}),
     ("dssa_resnet50", "resnet50", {}),
     ("dssa_vit_small_patch16_224", "vit_small_patch16_224", {}),
 ]

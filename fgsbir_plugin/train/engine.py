@@ -209,15 +209,24 @@ def build_optimizer(cfg: TrainConfig, pair: PairModel) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def load_datasets(cfg: TrainConfig):
-    """(sketches, photos) DatasetDicts through ``load_fgsbir`` with the validation split carved from train."""
-    from ..data import load_fgsbir
+def load_fgsbir_both(name: str, data_dir=None, **kwargs):
+    """(sketches, photos) DatasetDicts of one dataset: one read via ``load_fgsbir_pair`` when the data
+    package has it, else two ``load_fgsbir`` calls (``config="sketches"`` and ``"photos"``)."""
+    from .. import data
 
-    common = dict(
-        data_dir=cfg.data_dir, validation_size=cfg.validation_size, seed=cfg.seed, **cfg.data_kwargs
+    pair = getattr(data, "load_fgsbir_pair", None)
+    if pair is not None:
+        return pair(name, data_dir, **kwargs)
+    return (
+        data.load_fgsbir(name, data_dir, config="sketches", **kwargs),
+        data.load_fgsbir(name, data_dir, config="photos", **kwargs),
     )
-    return load_fgsbir(cfg.data, config="sketches", **common), load_fgsbir(
-        cfg.data, config="photos", **common
+
+
+def load_datasets(cfg: TrainConfig):
+    """(sketches, photos) DatasetDicts with the validation split carved from train by photo."""
+    return load_fgsbir_both(
+        cfg.data, cfg.data_dir, validation_size=cfg.validation_size, seed=cfg.seed, **cfg.data_kwargs
     )
 
 

@@ -280,13 +280,9 @@ def run_eval(
             raise FileNotFoundError(
                 f"data directory {data_dir} does not exist; pass --data-dir pointing at the dataset."
             )
-        from ..data import load_fgsbir
+        from .engine import load_fgsbir_both
 
-        kw = dict(data_kwargs or {})
-        datasets = (
-            load_fgsbir(data, data_dir, config="sketches", **kw),
-            load_fgsbir(data, data_dir, config="photos", **kw),
-        )
+        datasets = load_fgsbir_both(data, data_dir, **dict(data_kwargs or {}))
     sketches, photos = datasets
     if split not in sketches or split not in photos:
         raise ValueError(f"split {split!r} is not in {data}; it has {', '.join(sketches)}.")
