@@ -37,6 +37,12 @@ PAIRS = [
 ]
 
 
+NOTES = {
+    "dssa": "The bare `sketch_a_net` (num_classes=0) keeps Sketch-a-Net's own fc6/fc7 head (7x7x256 -> 512 -> 512, "
+    "dropout 0.5), which DSSA replaces by attention + coarse-fine fusion; this pair compares two heads on the same conv trunk.",
+}
+
+
 def _create(name: str, image_size: int | None, **kwargs):
     import timm
 
@@ -44,8 +50,10 @@ def _create(name: str, image_size: int | None, **kwargs):
 
     if not timm.is_model(name):
         return None
-    if image_size is not None and ("vit" in name):
-        kwargs.setdefault("img_size", image_size)  # ViTs need the patch grid at build time
+    if image_size is not None and "vit" in name and not name.startswith("dssa"):
+        kwargs.setdefault(
+            "img_size", image_size
+        )  # a bare ViT needs its patch grid at build time (DSSA-ViT is dynamic)
     return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
 
 
@@ -69,7 +77,8 @@ def _step_fn(model, loss_name: str, device, precision: str, channels_last: bool)
     loss_fn.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    params = list(model.parameters()) + list(loss_fn.parameters())
+    # The loss may share the model's HOLEF distance: each parameter once.
+    params = list({id(p): p for p in [*model.parameters(), *loss_fn.parameters()]}.values())
     opt = torch.optim.AdamW(params, lr=1e-4)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -146,6 +155,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="DSSA variant names to run (default all)")
     parser.add_argument("--no-holef", dest="holef", action="store_false", help="skip the DSSA + HOLEF row")
+    parser.add_argument(
+        "--note", default=None, help="a line recorded with the results (e.g. which code was measured)"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_throughput"))
     args = parser.parse_args(argv)
 
@@ -230,6 +242,7 @@ def main(argv=None) -> int:
         "rounds": rounds,
         "images_per_step": 2 * batch_size,
         "torch": torch.__version__,
+        "note": args.note,
         "missing_variants": missing,
         "rows": rows,
     }
@@ -242,6 +255,7 @@ def main(argv=None) -> int:
         f"- device: {device_name}",
         f"- date: {report['date']}",
         f"- command: `{command}`",
+        *([f"- note: {args.note}"] if args.note else []),
         f"- batch: {batch_size} sketches + {batch_size} photos per step, precision {precision}, "
         f"channels_last {args.channels_last}; best of {rounds} rounds of {iters} steps after {warmup} warm-up steps",
         "",
@@ -256,6 +270,16 @@ def main(argv=None) -> int:
         )
     if missing:
         md += ["", f"Not registered in this checkout (not measured): {', '.join(missing)}."]
+    for variant in dict.fromkeys(r["pair"] for r in rows):
+        if variant in NOTES:
+            md += ["", f"Note ({variant}): {NOTES[variant]}"]
+    if device.type == "cpu":
+        md += [
+            "",
+            "CPU figures at a small batch and input size: the DSSA head's cost is nearly fixed while the trunk's "
+            "grows with the input, so these ratios overstate the head's share of a full-size GPU step; "
+            "run without --cpu-small on a GPU for the figure that matters.",
+        ]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0
