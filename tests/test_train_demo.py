@@ -65,5 +65,7 @@ def test_demo_quick_dssa_beats_untrained(tmp_path):
     result = run_demo(tmp_path / "demo", quick=True, progress=False)
     res = result["results"]
     trained, untrained = res["DSSA"]["metrics"], res["DSSA, untrained"]["metrics"]
-    assert trained["acc@5"] >= untrained["acc@5"] + 20.0, result["table"]
+    # Seeds 0 and 1 gave mAP +18 / +14 and acc@10 +40 / +29 points over the untrained DSSA.
+    assert trained["mAP"] >= untrained["mAP"] + 8.0, result["table"]
+    assert trained["acc@10"] >= untrained["acc@10"] + 15.0, result["table"]
     assert Path(result["figure"]).is_file()
