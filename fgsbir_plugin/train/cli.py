@@ -284,8 +284,15 @@ def _add_demo(subparsers) -> None:
         help="train DSSA and the triplet baseline on synthetic data on CPU, compare, and draw retrievals",
     )
     p.add_argument("--out", default="fgsbir_demo", help="folder for the two runs, the table and the picture")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per model (default 8; 2 with --quick)")
-    p.add_argument("--quick", action="store_true", help="smallest settings (a CI smoke run)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs per model (default 8; 10 with --quick, on fewer, smaller images)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="80 photos at 160 px: under a minute (the CI smoke run)"
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", dest="progress", action="store_false")
