@@ -169,6 +169,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, tiny):
         time.sleep(0.05)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    (tmp_path / "b" / ".state.half-written").mkdir()  # as a kill during a save would leave it
     script = _KILLED_RUN.format(tests=str(TESTS), out=str(tmp_path / "b"), resume=True)
     subprocess.run([sys.executable, "-c", script], env=env, check=True)
     train(
@@ -187,6 +188,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, tiny):
         datasets=tiny,
     )
     assert _weights(tmp_path / "a") == _weights(tmp_path / "b")
+    assert not (tmp_path / "b" / ".state.half-written").exists()
 
 
 def test_flatten_state_round_trip():
@@ -341,3 +343,18 @@ def test_holef_wiring_with_a_plain_trunk(tmp_path, tiny, monkeypatch):
 
     model = load_model(tmp_path / "h" / "model")
     assert torch.equal(load_run_distance(tmp_path / "h", model).weight_matrix().detach(), W)
+
+
+def test_state_survives_a_kill_between_the_two_renames(tmp_path):
+    from fgsbir_plugin.train.checkpoint import has_training_state, save_training_state
+
+    save_training_state(tmp_path / "state", {"w": torch.arange(3.0)}, {"progress": {"step": 7}})
+    save_training_state(tmp_path / "state", {"w": torch.arange(4.0)}, {"progress": {"step": 8}})
+    assert not (tmp_path / ".state.old").exists()
+    # A kill after `state -> .state.old` and before `tmp -> state` leaves only the previous copy.
+    (tmp_path / "state").rename(tmp_path / ".state.old")
+    assert has_training_state(tmp_path / "state")
+    weights, state = load_training_state(tmp_path / "state")
+    assert torch.equal(weights["w"], torch.arange(4.0)) and state["progress"]["step"] == 8
+    with pytest.raises(FileNotFoundError, match="no training state"):
+        load_training_state(tmp_path / "elsewhere")

@@ -18,6 +18,7 @@ import csv
 import json
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -396,6 +397,11 @@ def train(cfg: TrainConfig, datasets=None) -> dict[str, Any]:
     }
     if cfg.resume:
         model_state, state = load_training_state(out / "state")
+        if main:
+            # Half-written state folders of a run killed mid-save (the complete one was kept).
+            for stale in out.glob(".state.*"):
+                if stale.is_dir() and stale.name != ".state.old":
+                    shutil.rmtree(stale, ignore_errors=True)
         pair.load_state_dict({k: v.to(device) for k, v in model_state.items()})
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
