@@ -1,0 +1,203 @@
+"""Sketch/photo pairs for training: a photo-aware batch sampler, a pair dataset and its collate.
+
+A training batch holds B sketches with their own photos. Triplets are then formed inside the
+batch, across modalities (sketch anchor, photo positive, photo negative), by a PML miner or loss
+with ``labels`` = ``ref_labels`` = the photo index. The sampler puts P *distinct* photos in a batch
+(K sketches of each), so every other photo of the batch is a true negative and the positive photo
+is never drawn as a negative of its own sketch.
+
+The order of batches is a pure function of (seed, epoch), and each sample's augmentation a pure
+function of (seed, epoch, sketch index); a run resumed at batch ``b`` of an epoch therefore sees the
+same remaining batches and the same pixels as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from .transforms import ImageTable, ImageTransform, sample_generator
+
+__all__ = ["pair_index", "PairBatchSampler", "PairDataset", "collate_pairs"]
+
+
+def pair_index(sketch_photo_ids: Sequence[str], photo_ids: Sequence[str]) -> torch.Tensor:
+    """The row of ``photo_ids`` each sketch depicts: ``[Ns]`` int64.
+
+    Raises ValueError naming the first sketch whose photo is missing from the photo table, or a
+    duplicated photo id (the gallery must hold unique photos).
+    """
+    lookup: dict[str, int] = {}
+    for i, pid in enumerate(photo_ids):
+        if pid in lookup:
+            raise ValueError(
+                f"photo_id {pid!r} appears twice in the photo table; the gallery must hold unique photos."
+            )
+        lookup[pid] = i
+    out = torch.empty(len(sketch_photo_ids), dtype=torch.long)
+    for i, pid in enumerate(sketch_photo_ids):
+        j = lookup.get(pid)
+        if j is None:
+            raise ValueError(
+                f"sketch {i} names photo_id {pid!r}, which is not in the photo table of the same split; "
+                "check that sketches and photos come from the same dataset and split."
+            )
+        out[i] = j
+    return out
+
+
+class PairBatchSampler(torch.utils.data.Sampler):
+    """Batches of ``(epoch, sketch index)`` with P distinct photos x K sketches of each.
+
+    Sketches are grouped K per photo (a photo with fewer than K sketches repeats them), the groups
+    are shuffled and packed greedily into batches of P = ``batch_size // k`` distinct photos; a
+    group whose photo is already in the batch waits for the next batch. An epoch has a fixed
+    number of full batches, ``ceil(groups / P)`` (cut to a multiple of ``world_size``); a batch the
+    shuffled groups cannot fill (the tail, or too many groups of one photo) is topped up with
+    groups of other photos drawn from a second shuffle, so every epoch has the same length.
+
+    Args:
+        sketch_to_photo: ``[Ns]`` photo index of each sketch (from :func:`pair_index`).
+        batch_size: sketches per batch on this process (a multiple of ``k``).
+        k: sketches per photo in a batch.
+        seed: run seed; the order depends on (seed, epoch) only.
+        rank, world_size: for DDP; process ``rank`` takes every ``world_size``-th batch, and the
+            number of batches is cut to a multiple of ``world_size`` so all processes step together.
+    """
+
+    def __init__(
+        self,
+        sketch_to_photo: torch.Tensor,
+        batch_size: int,
+        k: int = 1,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if k < 1 or batch_size < 1 or batch_size % k:
+            raise ValueError(f"batch_size ({batch_size}) must be a positive multiple of k ({k}).")
+        photos = sketch_to_photo.tolist()
+        self.num_photos = len(set(photos))
+        self.p = batch_size // k
+        if self.p < 2:
+            raise ValueError(
+                f"a batch needs at least 2 distinct photos to form negatives; got batch_size {batch_size}, k {k}."
+            )
+        if self.num_photos < self.p:
+            raise ValueError(
+                f"batch_size {batch_size} asks for {self.p} distinct photos but the split has only "
+                f"{self.num_photos}; lower --batch-size."
+            )
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}.")
+        self.sketch_to_photo = photos
+        self.k, self.seed = k, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.start_batch = 0
+        self._by_photo: dict[int, list[int]] = {}
+        for i, p in enumerate(photos):
+            self._by_photo.setdefault(p, []).append(i)
+        self.num_groups = sum(-(-len(m) // k) for m in self._by_photo.values())
+        batches = -(-self.num_groups // self.p)
+        self.batches_per_epoch = (batches - batches % world_size) // world_size
+        if self.batches_per_epoch < 1:
+            raise ValueError(f"{batches} batch(es) per epoch cannot be shared by {world_size} processes.")
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch to draw, and skip its first ``start_batch`` batches (of this process) on resume."""
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """All ``batches_per_epoch`` batches of ``epoch`` for this process, as lists of sketch indices."""
+        g = torch.Generator()
+        g.manual_seed(self.seed * 7919 + epoch)
+        groups: list[list[int]] = []
+        for p in sorted(self._by_photo):
+            members = self._by_photo[p]
+            order = [members[j] for j in torch.randperm(len(members), generator=g).tolist()]
+            n_groups = -(-len(order) // self.k)
+            padded = [order[j % len(order)] for j in range(n_groups * self.k)]
+            groups += [padded[j * self.k : (j + 1) * self.k] for j in range(n_groups)]
+        pending = deque(groups[j] for j in torch.randperm(len(groups), generator=g).tolist())
+        top_up = [groups[j] for j in torch.randperm(len(groups), generator=g).tolist()]
+        next_top_up = 0
+        batches: list[list[int]] = []
+        for _ in range(self.batches_per_epoch * self.world_size):
+            batch: list[int] = []
+            seen: set[int] = set()
+            skipped: list[list[int]] = []
+            while pending and len(seen) < self.p:
+                group = pending.popleft()
+                photo = self.sketch_to_photo[group[0]]
+                if photo in seen:
+                    skipped.append(group)
+                else:
+                    seen.add(photo)
+                    batch += group
+            pending.extendleft(reversed(skipped))
+            scanned = 0
+            while len(seen) < self.p and scanned < len(top_up):
+                group = top_up[next_top_up % len(top_up)]
+                next_top_up += 1
+                scanned += 1
+                if self.sketch_to_photo[group[0]] not in seen:
+                    seen.add(self.sketch_to_photo[group[0]])
+                    batch += group
+            batches.append(batch)
+        return batches[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        return max(0, self.batches_per_epoch - self.start_batch)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for batch in self.epoch_batches(self.epoch)[self.start_batch :]:
+            yield [(self.epoch, i) for i in batch]
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Item ``(epoch, i)`` -> ``(sketch [C, S, S], photo [C', S, S], photo index)`` for sketch ``i``.
+
+    Augmentations are seeded by (seed, epoch, i) so they do not depend on the worker or the order.
+    """
+
+    def __init__(
+        self,
+        sketches: ImageTable,
+        photos: ImageTable,
+        sketch_to_photo: torch.Tensor,
+        sketch_transform: ImageTransform,
+        photo_transform: ImageTransform,
+        seed: int = 0,
+    ) -> None:
+        if len(sketch_to_photo) != len(sketches):
+            raise ValueError(
+                f"sketch_to_photo has {len(sketch_to_photo)} entries for {len(sketches)} sketches."
+            )
+        self.sketches, self.photos = sketches, photos
+        self.sketch_to_photo = sketch_to_photo
+        self.sketch_transform, self.photo_transform = sketch_transform, photo_transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.sketches)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        epoch, i = key
+        p = int(self.sketch_to_photo[i])
+        g = sample_generator(self.seed, epoch, i)
+        sketch = self.sketch_transform(self.sketches[i], g)
+        photo = self.photo_transform(self.photos[p], g)
+        return sketch, photo, p
+
+
+def collate_pairs(
+    items: list[tuple[torch.Tensor, torch.Tensor, int]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack pairs into ``(sketch [B, C, S, S], photo [B, C', S, S], photo index [B] int64)``."""
+    sketches = torch.stack([it[0] for it in items])
+    photos = torch.stack([it[1] for it in items])
+    labels = torch.tensor([it[2] for it in items], dtype=torch.long)
+    return sketches, photos, labels

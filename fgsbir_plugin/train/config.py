@@ -1,0 +1,233 @@
+"""Training configuration: one dataclass, a YAML/TOML file loader, and flag-over-file merging.
+
+Precedence, lowest first: the dataclass defaults, the ``--config`` file, the command-line flags.
+Keys in a file are the field names below (``batch_size`` or ``batch-size``); an unknown key is an
+error naming the key, so a typo never silently trains with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TrainConfig",
+    "load_config_file",
+    "merge_config",
+    "LOSSES",
+    "MINERS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "PRECISIONS",
+    "RESUME_OVERRIDABLE",
+]
+
+LOSSES = ("triplet", "holef")
+MINERS = ("none", "batch-hard", "semi-hard")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "onecycle", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+CACHE_MODES = ("auto", "yes", "no")
+
+# Settings that do not change what is computed, so --resume may change them.
+RESUME_OVERRIDABLE = frozenset(
+    {
+        "device",
+        "workers",
+        "progress",
+        "stop_after_steps",
+        "cache",
+        "cache_limit_mb",
+        "eval_batch_size",
+        "log_every",
+        "tensorboard",
+        "log_csv",
+        "data_dir",
+        "resume",
+    }
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved as ``run_config.json`` in the run folder.
+
+    Learning rates are per optimiser step (after gradient accumulation); ``warmup_steps`` and
+    ``max_steps`` count optimiser steps; ``batch_size`` is sketches per process per micro-batch.
+    """
+
+    data: str | None = None
+    out: str | None = None
+    data_dir: str | None = None
+    data_kwargs: dict[str, Any] = field(default_factory=dict)
+    validation_size: float = 0.1
+    model: str = "dssa"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool = False
+    loss: str = "triplet"
+    margin: float = 0.2
+    holef_lambda: float = 5e-4
+    miner: str = "none"
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 32
+    k_per_photo: int = 1
+    optimizer: str = "adamw"
+    lr: float = 1e-4
+    trunk_lr: float | None = None
+    weight_decay: float = 1e-2
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+    image_size: int | None = None
+    hflip: float = 0.5
+    stroke_jitter: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    grad_accum: int = 1
+    workers: int = 0
+    cache: str = "auto"
+    cache_limit_mb: float = 2048.0
+    eval_batch_size: int = 64
+    early_stop: int | None = None
+    save_every: int = 50
+    log_every: int = 10
+    log_csv: bool = False
+    tensorboard: bool = False
+    progress: bool = True
+    stop_after_steps: int | None = None
+    resume: bool = False
+
+    def validate(self) -> TrainConfig:
+        """Raise ValueError with one sentence for the first bad value; return self."""
+
+        def bad(name: str, why: str) -> None:
+            raise ValueError(f"{name} = {getattr(self, name)!r} is invalid: {why}.")
+
+        if not self.data:
+            bad(
+                "data",
+                "name a dataset (chairv2, shoev2, shoes_v1, chairs_v1, sketchy, synthetic) or a folder",
+            )
+        if not self.out:
+            bad("out", "give the run folder to write, e.g. --out runs/x")
+        choices = {
+            "loss": LOSSES,
+            "miner": MINERS,
+            "optimizer": OPTIMIZERS,
+            "schedule": SCHEDULES,
+            "precision": PRECISIONS,
+            "cache": CACHE_MODES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                bad(name, f"choose one of {', '.join(allowed)}")
+        if not (isinstance(self.lr, int | float) and self.lr > 0):
+            bad("lr", "the learning rate must be a positive number")
+        if self.trunk_lr is not None and not self.trunk_lr >= 0:
+            bad("trunk_lr", "the trunk learning rate must be >= 0 (0 freezes the trunk)")
+        positive_ints = ["epochs", "batch_size", "k_per_photo", "grad_accum", "eval_batch_size", "log_every"]
+        for name in positive_ints:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                bad(name, "it must be a positive integer")
+        for name in ("max_steps", "stop_after_steps", "early_stop", "image_size"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                bad(name, "it must be a positive integer or unset")
+        for name in ("warmup_steps", "workers", "save_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                bad(name, "it must be an integer >= 0")
+        for name in ("weight_decay", "margin", "holef_lambda", "momentum"):
+            if not getattr(self, name) >= 0:
+                bad(name, "it must be >= 0")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            bad("grad_clip", "it must be a positive gradient norm or unset")
+        for name in ("hflip", "stroke_jitter"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                bad(name, "it is a probability and must be in [0, 1]")
+        if not 0.0 <= self.validation_size < 1.0:
+            bad("validation_size", "it is the fraction of train photos held out and must be in [0, 1)")
+        if self.batch_size % self.k_per_photo:
+            bad("batch_size", f"it must be a multiple of k_per_photo ({self.k_per_photo})")
+        for name in ("model_kwargs", "data_kwargs"):
+            if not isinstance(getattr(self, name), dict):
+                bad(name, "it must be a mapping (a JSON object on the command line)")
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise FileNotFoundError(
+                f"data directory {self.data_dir} does not exist; pass --data-dir pointing at the dataset folder."
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        return cls(**_check_keys(values, source))
+
+
+_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def _check_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in _FIELDS:
+            raise ValueError(
+                f"unknown option {key!r} in {source}; valid options are: {', '.join(sorted(_FIELDS))}."
+            )
+        out[name] = value
+    return out
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML (``.yaml``/``.yml``), TOML (``.toml``) or JSON file of training options.
+
+    Returns the options as a dict keyed by field name; raises ValueError for an unknown key or a
+    file that is not a mapping, FileNotFoundError when the file is missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist.")
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8")
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        values = yaml.safe_load(text)
+    elif suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib
+
+        values = tomllib.loads(text)
+    elif suffix == ".json":
+        values = json.loads(text)
+    else:
+        raise ValueError(f"config file {path} must end in .yaml, .yml, .toml or .json.")
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"config file {path} must hold a mapping of option: value, not {type(values).__name__}."
+        )
+    return _check_keys(values, f"config file {path}")
+
+
+def merge_config(file_values: dict[str, Any] | None, flag_values: dict[str, Any]) -> TrainConfig:
+    """Defaults < file < flags. ``flag_values`` holds only the flags the user gave."""
+    merged = dict(file_values or {})
+    merged.update(_check_keys(flag_values, "the command line"))
+    return TrainConfig.from_dict(merged)
