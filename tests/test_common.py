@@ -23,3 +23,25 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
             raise RuntimeError("interrupted")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_save_model_handles_channels_last_and_an_interrupted_save(tmp_path):
+    import timm
+
+    from fgsbir_plugin.model_io import load_model, save_model
+
+    model = timm.create_model("test_resnet", num_classes=0).eval().to(memory_format=torch.channels_last)
+    expected = {k: v.contiguous() for k, v in model.state_dict().items()}
+
+    def same_weights(loaded):
+        got = loaded.state_dict()
+        return got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
+
+    save_model(model, tmp_path / "m")
+    assert same_weights(load_model(tmp_path / "m"))
+    # A save killed between its two renames leaves only the parked previous folder: it still loads,
+    # and the next save puts it back in place before replacing it.
+    (tmp_path / "m").rename(tmp_path / ".m.old")
+    assert same_weights(load_model(tmp_path / "m"))
+    save_model(model, tmp_path / "m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]

@@ -172,21 +172,9 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, tiny):
     (tmp_path / "b" / ".state.half-written").mkdir()  # as a kill during a save would leave it
     script = _KILLED_RUN.format(tests=str(TESTS), out=str(tmp_path / "b"), resume=True)
     subprocess.run([sys.executable, "-c", script], env=env, check=True)
-    train(
-        TrainConfig(
-            data="tiny",
-            out=str(tmp_path / "a"),
-            model="test_resnet",
-            image_size=28,
-            batch_size=4,
-            epochs=3,
-            lr=1e-3,
-            progress=False,
-            log_every=1,
-            save_every=1,
-        ),
-        datasets=tiny,
-    )
+    # The uninterrupted reference runs in the same environment (one thread), so floating-point reductions match.
+    script = _KILLED_RUN.format(tests=str(TESTS), out=str(tmp_path / "a"), resume=False)
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
     assert _weights(tmp_path / "a") == _weights(tmp_path / "b")
     assert not (tmp_path / "b" / ".state.half-written").exists()
 

@@ -456,9 +456,6 @@ def train(cfg: TrainConfig, datasets=None) -> dict[str, Any]:
     def save_best() -> None:
         from ..model_io import save_model
 
-        if cfg.channels_last:
-            # safetensors refuses non-contiguous tensors: save from the standard layout.
-            model.to(memory_format=torch.contiguous_format)
         save_model(model, out / "model", model_args=_model_args(cfg, model))
         held_by_loss = _loss_distance(loss_fn)
         if getattr(model, "distance", None) is None and held_by_loss is not None:
@@ -471,8 +468,6 @@ def train(cfg: TrainConfig, datasets=None) -> dict[str, Any]:
                 save_file(
                     {k: v.detach().cpu().contiguous() for k, v in held_by_loss.state_dict().items()}, str(tmp)
                 )
-        if cfg.channels_last:
-            model.to(memory_format=torch.channels_last)
 
     run_distance = getattr(model, "distance", None)
     if run_distance is None:
