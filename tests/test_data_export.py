@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import types
 
 import numpy as np
 import pytest
@@ -98,6 +99,14 @@ class FakeHfApi:
     def create_repo(self, repo_id, **kwargs):
         self.calls.append(("create_repo", repo_id, kwargs))
 
+    def repo_info(self, repo_id, **kwargs):
+        self.calls.append(("repo_info", repo_id, kwargs))
+        return types.SimpleNamespace(private=True)
+
+    def file_exists(self, repo_id, filename, **kwargs):
+        self.calls.append(("file_exists", repo_id, kwargs))
+        return False
+
     def upload_folder(self, *, repo_id, folder_path, **kwargs):
         self.calls.append(("upload_folder", repo_id, kwargs))
         shutil.copytree(folder_path, self.sink)
@@ -107,8 +116,8 @@ class FakeHfApi:
 def test_push_to_hub_offline(pair, tmp_path):
     sketches, photos = pair
     api = FakeHfApi(tmp_path / "hub" / "me" / "chairs")
-    assert push_to_hub(sketches, photos, "me/chairs", private=True, api=api) == "commit-info"
-    (c_name, c_repo, c_kw), (u_name, u_repo, u_kw) = api.calls
+    assert push_to_hub(sketches, photos, "me/chairs", private=True, token="hf_test", api=api) == "commit-info"
+    (c_name, c_repo, c_kw), *_, (u_name, u_repo, u_kw) = api.calls
     assert (c_name, c_repo, c_kw["repo_type"], c_kw["private"]) == (
         "create_repo",
         "me/chairs",
@@ -123,8 +132,8 @@ def test_push_to_hub_offline(pair, tmp_path):
     ):
         got = load_dataset(str(api.sink), config, cache_dir=str(tmp_path / "cache"))
         assert_same(dd, got, col, key)
-    with pytest.raises(ValueError, match="user/name"):
-        push_to_hub(sketches, photos, "a/b/c", api=api)
+    with pytest.raises(ValueError, match="owner/name"):
+        push_to_hub(sketches, photos, "a/b/c", token="hf_test", api=api)
 
 
 def test_imagefolder_round_trip(pair, tmp_path):

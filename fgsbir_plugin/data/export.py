@@ -24,7 +24,6 @@ import inspect
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -156,39 +155,39 @@ def push_to_hub(
     repo_id: str,
     *,
     token: str | None = None,
-    private: bool | None = None,
+    private: bool = False,
     revision: str | None = None,
-    commit_message: str = "Upload FG-SBIR dataset converted by fgsbir-plugin",
+    commit_message: str | None = None,
+    overwrite: bool = False,
     api=None,
-):
+) -> str:
     """Publish a converted copy as a Hub dataset repo with configs "sketches" and "photos".
 
-    Writes the ``save_parquet`` folder to a temporary directory and uploads it with
-    ``HfApi.upload_folder``; users then load it with ``datasets.load_dataset(repo_id, "sketches")``.
+    The same upload as ``fgsbir push-dataset`` (``fgsbir_plugin.hub.push_dataset``): the
+    ``save_parquet`` folder plus a dataset card, the token from ``token``/``HF_TOKEN``/the
+    huggingface_hub login (never printed), an existing dataset replaced only with ``overwrite``.
+    Users then load it with ``datasets.load_dataset(repo_id, "sketches")``. Only publish data you
+    have the right to redistribute.
 
     Args:
         api: an ``huggingface_hub.HfApi``-like object (default: ``HfApi(token=token)``).
 
     Returns:
-        What ``upload_folder`` returns (the commit info).
+        The commit URL.
     """
-    if not isinstance(repo_id, str) or repo_id.count("/") > 1 or not repo_id.strip("/"):
-        raise ValueError(f"repo_id must look like 'user/name', got {repo_id!r}")
-    if api is None:
-        from huggingface_hub import HfApi
+    from ..hub.publish import push_dataset
 
-        api = HfApi(token=token)
-    with tempfile.TemporaryDirectory(prefix="fgsbir-push-") as tmp:
-        folder = save_parquet(sketches, photos, Path(tmp) / "repo", title=repo_id)
-        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True, token=token)
-        return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=str(folder),
-            repo_type="dataset",
-            revision=revision,
-            commit_message=commit_message,
-            token=token,
-        )
+    return push_dataset(
+        repo_id,
+        repo_id,
+        dicts={"sketches": sketches, "photos": photos},
+        token=token,
+        private=private,
+        revision=revision,
+        commit_message=commit_message,
+        overwrite=overwrite,
+        api=api,
+    )
 
 
 def _suffix(ref: dict) -> str:
