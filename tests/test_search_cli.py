@@ -14,7 +14,8 @@ pytest.importorskip("faiss")
 
 from fgsbir_plugin.model_io import save_model  # noqa: E402
 from fgsbir_plugin.search import GalleryIndex  # noqa: E402
-from fgsbir_plugin.search.cli import embed_images, register  # noqa: E402
+from fgsbir_plugin.search.cli import register  # noqa: E402
+from fgsbir_plugin.train.embed import embed_files  # noqa: E402
 
 
 def run(argv: list[str]) -> int:
@@ -175,8 +176,8 @@ def test_holef_model_uses_its_own_W_and_rejects_other_weights(workspace, capsys,
     lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()[1:]]
     # the printed distances are the HOLEF energies of the model's own embeddings, in rank order
     files = sorted(photos.rglob("*.png"))
-    p = embed_images(holef_model, files, "photo", progress=False).astype(np.float64)
-    s = embed_images(holef_model, [query], "sketch", progress=False).astype(np.float64)
+    p = embed_files(holef_model, files, "photo").numpy().astype(np.float64)
+    s = embed_files(holef_model, [query], "sketch").numpy().astype(np.float64)
     W = index.W
     D = (s * s) @ W.sum(1) + (p * p) @ W.sum(0) - 2 * (s @ W @ p.T)[0]
     expected = {str(f.resolve()): d for f, d in zip(files, D)}
@@ -204,7 +205,7 @@ def test_cli_user_errors(workspace):
                 "holef",
             ]
         )
-    with pytest.raises(FileNotFoundError, match="photo folder"):
+    with pytest.raises(FileNotFoundError, match="image folder"):
         run(
             [
                 "index",
@@ -217,7 +218,7 @@ def test_cli_user_errors(workspace):
                 str(root / "x.index"),
             ]
         )
-    with pytest.raises(FileNotFoundError, match="checkpoint"):
+    with pytest.raises(FileNotFoundError, match="neither a run folder"):
         run(
             [
                 "index",

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import inspect
-import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .index import METRICS, GalleryIndex
 
-__all__ = ["register", "embed_images", "find_images", "resolve_model_dir", "IMAGE_EXTENSIONS"]
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+__all__ = ["register", "write_contact_sheet"]
 
 
 def register(subparsers) -> None:
@@ -78,40 +73,6 @@ def _search_params(args: argparse.Namespace) -> dict[str, int]:
 # ----------------------------------------------------------------------------------------------
 
 
-def resolve_model_dir(path: Path) -> Path:
-    """A run folder's ``model/`` subfolder, or ``path`` itself when it is a model folder."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass a run folder or its model/ folder.")
-    return path / "model" if (path / "model" / "config.json").is_file() else path
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def find_images(folder: Path) -> list[Path]:
-    """Every image file under ``folder`` (recursively), sorted by relative path."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"photo folder {folder} does not exist or is not a folder.")
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not paths:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}.")
-    return paths
-
-
-def _image_transform(model: torch.nn.Module):
-    """timm's eval transform for ``model`` and the PIL mode matching its input channels."""
-    import timm.data
-
-    cfg = timm.data.resolve_model_data_config(model)
-    mode = "L" if cfg["input_size"][0] == 1 else "RGB"
-    return timm.data.create_transform(**cfg, is_training=False), mode
-
-
 def _load_image(path: Path, mode: str):
     from PIL import Image, UnidentifiedImageError
 
@@ -122,38 +83,11 @@ def _load_image(path: Path, mode: str):
         raise ValueError(f"cannot read image {path} ({err}); remove or fix the file.") from None
 
 
-@torch.no_grad()
-def embed_images(
-    model: torch.nn.Module,
-    paths: list[Path],
-    modality: str,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-) -> np.ndarray:
-    """Embed image files with ``model`` (timm eval preprocessing): ``[len(paths), num_features]`` float32.
+def _load(checkpoint: Path, device: torch.device) -> torch.nn.Module:
+    from ..model_io import load_model
+    from ..train.evaluate import resolve_checkpoint
 
-    ``modality`` ("sketch" / "photo") is passed to models whose ``forward`` accepts it (DSSA with
-    separate trunks) and ignored otherwise.
-    """
-    from tqdm.auto import tqdm
-
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be positive, got {batch_size}.")
-    transform, mode = _image_transform(model)
-    takes_modality = "modality" in inspect.signature(model.forward).parameters
-    model = model.to(device).eval()
-    out = []
-    with tqdm(
-        total=len(paths), unit="img", desc=f"embedding {modality}s", disable=not progress, file=sys.stderr
-    ) as bar:
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
-            x = torch.stack([transform(_load_image(p, mode)) for p in chunk]).to(device)
-            emb = model(x, modality=modality) if takes_modality else model(x)
-            out.append(emb.float().cpu().numpy())
-            bar.update(len(chunk))
-    return np.concatenate(out)
+    return load_model(resolve_checkpoint(checkpoint)[1], device=device)
 
 
 def _holef_matrix(model: torch.nn.Module):
@@ -163,14 +97,11 @@ def _holef_matrix(model: torch.nn.Module):
     return distance.weight_matrix().detach()
 
 
-def _load(checkpoint: Path, device: torch.device) -> torch.nn.Module:
-    from ..model_io import load_model
-
-    return load_model(resolve_model_dir(checkpoint), device=device)
-
-
 def run_build(args: argparse.Namespace) -> int:
-    device = _device(args.device)
+    from ..train.embed import embed_files, list_images
+    from ..train.engine import resolve_device
+
+    device = resolve_device(args.device)
     model = _load(args.checkpoint, device)
     W = _holef_matrix(model)
     metric = args.metric
@@ -181,9 +112,9 @@ def run_build(args: argparse.Namespace) -> int:
             f"metric holef needs a model with a learned HOLEF distance (model.distance), and {args.checkpoint} "
             "has none; use --metric cosine or l2."
         )
-    paths = find_images(args.photos)
+    paths = list_images(args.photos)
     root = args.photos.resolve()
-    emb = embed_images(model, paths, "photo", args.batch_size, device)
+    emb = embed_files(model, paths, "photo", batch_size=args.batch_size, device=device, progress=True).numpy()
     index = GalleryIndex(
         emb.shape[1],
         metric,
@@ -203,7 +134,10 @@ def run_build(args: argparse.Namespace) -> int:
 def run_search(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ValueError(f"-k must be positive, got {args.k}.")
-    device = _device(args.device)
+    from ..train.embed import embed_files
+    from ..train.engine import resolve_device
+
+    device = resolve_device(args.device)
     model = _load(args.checkpoint, device)
     header = GalleryIndex.read_header(args.index)
     W = _holef_matrix(model) if header["metric"] == "holef" else None
@@ -217,7 +151,7 @@ def run_search(args: argparse.Namespace) -> int:
         index.set_search_params(**_search_params(args))
     if not args.sketch.is_file():
         raise FileNotFoundError(f"sketch {args.sketch} does not exist.")
-    query = embed_images(model, [args.sketch], "sketch", 1, device, progress=False)
+    query = embed_files(model, [args.sketch], "sketch", batch_size=1, device=device).numpy()
     dist, ids = index.search(query, min(args.k, max(len(index), 1)))
     root = Path(index.extra.get("photos_root", "."))
     results = [(root / str(i), float(d)) for i, d in zip(ids[0], dist[0]) if i is not None and i != -1]

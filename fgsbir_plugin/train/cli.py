@@ -273,6 +273,7 @@ def embed_command(args: argparse.Namespace) -> int:
         views=args.views,
         batch_size=args.batch_size,
         device=args.device,
+        progress=True,
     )
     print(f"wrote {info['num_images']} {args.modality} embeddings of dimension {info['dim']} to {args.out}")
     return 0

@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "embed_folder"]
+__all__ = ["IMAGE_SUFFIXES", "list_images", "embed_files", "embed_folder"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -38,9 +38,46 @@ class _Files:
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        with Image.open(self.files[i]) as img:
-            img.load()
-            return {"image": img.copy()}
+        try:
+            with Image.open(self.files[i]) as img:
+                img.load()
+                return {"image": img.copy()}
+        except (OSError, UnidentifiedImageError) as err:
+            raise ValueError(f"cannot read image {self.files[i]} ({err}); remove or fix the file.") from None
+
+
+def embed_files(
+    model,
+    files: list[Path],
+    modality: str,
+    *,
+    batch_size: int = 64,
+    device="cpu",
+    views: int = 1,
+    progress: bool = False,
+):
+    """Embeddings ``[len(files), D]`` (float32, CPU) of image files, preprocessed exactly as ``fgsbir eval`` does.
+
+    The model's input spec (size, channels, mean/std, crop) comes from its data config, which a
+    trained model records, so index building, ``fgsbir embed`` and evaluation see identical inputs.
+    """
+    from ..data.transforms import ImageTable, ImageTransform, load_size_for
+    from .evaluate import embed_table, model_input_spec
+
+    if modality not in ("sketch", "photo"):
+        raise ValueError(f"modality must be 'sketch' or 'photo', got {modality!r}.")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be positive, got {batch_size}.")
+    spec = model_input_spec(model)
+    table = ImageTable(
+        _Files(files),
+        "image",
+        load_size_for(spec["image_size"], spec["crop_pct"]),
+        spec["in_chans"],
+        cache=False,
+    )
+    tf = ImageTransform(spec["image_size"], spec["mean"], spec["std"], in_chans=spec["in_chans"])
+    return embed_table(model, table, tf, modality, batch_size, device, views, progress=progress)
 
 
 def embed_folder(
@@ -52,33 +89,24 @@ def embed_folder(
     views: int = 1,
     batch_size: int = 64,
     device: str = "auto",
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Embed every image under ``images`` with the model of ``checkpoint``; write ``out`` atomically."""
     from safetensors.torch import save_file
 
     from .._common import atomic_path
-    from ..data.transforms import ImageTable, ImageTransform, load_size_for
     from ..model_io import load_model
     from .engine import resolve_device
-    from .evaluate import embed_table, model_input_spec, resolve_checkpoint
+    from .evaluate import resolve_checkpoint
 
-    if modality not in ("sketch", "photo"):
-        raise ValueError(f"modality must be 'sketch' or 'photo', got {modality!r}.")
     folder = Path(images)
     files = list_images(folder)
     _, model_dir = resolve_checkpoint(checkpoint)
     dev = resolve_device(device)
     model = load_model(model_dir, device=dev)
-    spec = model_input_spec(model)
-    table = ImageTable(
-        _Files(files),
-        "image",
-        load_size_for(spec["image_size"], spec["crop_pct"]),
-        spec["in_chans"],
-        cache=False,
+    emb = embed_files(
+        model, files, modality, batch_size=batch_size, device=dev, views=views, progress=progress
     )
-    tf = ImageTransform(spec["image_size"], spec["mean"], spec["std"], in_chans=spec["in_chans"])
-    emb = embed_table(model, table, tf, modality, batch_size, dev, views)
     metadata = {
         "paths": json.dumps([p.relative_to(folder).as_posix() for p in files]),
         "modality": modality,

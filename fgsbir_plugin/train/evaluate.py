@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .._common import atomic_write_bytes
 from ..data.sampling import pair_index
@@ -82,6 +83,7 @@ def embed_table(
     device: torch.device | str = "cpu",
     views: int = 1,
     autocast_dtype: torch.dtype | None = None,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Embeddings ``[N, D]`` (float32, CPU) of every image of ``table``, in eval mode.
 
@@ -94,6 +96,9 @@ def embed_table(
     was_training = model.training
     model.eval()
     out = []
+    bar = tqdm(
+        total=len(table), unit="img", desc=f"embedding {modality}s", disable=not progress, file=sys.stderr
+    )
     try:
         for start in range(0, len(table), batch_size):
             idx = range(start, min(start + batch_size, len(table)))
@@ -113,7 +118,9 @@ def embed_table(
             if views == 10:
                 e = F.normalize(e, dim=-1).view(-1, 10, e.shape[-1]).mean(dim=1)
             out.append(e.cpu())
+            bar.update(len(idx))
     finally:
+        bar.close()
         model.train(was_training)
     return torch.cat(out)
 
