@@ -5,13 +5,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 
-__all__ = ["default_data_dir", "atomic_path", "atomic_write_bytes", "tensor_fingerprint"]
+__all__ = [
+    "default_data_dir",
+    "atomic_path",
+    "atomic_dir",
+    "parked_dir",
+    "atomic_write_bytes",
+    "tensor_fingerprint",
+]
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +57,48 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def parked_dir(directory: str | os.PathLike) -> Path:
+    """Where :func:`atomic_dir` parks the previous ``directory`` while it renames the new one into place.
+
+    A process killed between those two renames leaves only this folder, complete; readers fall
+    back to it, and the next :func:`atomic_dir` on the same path puts it back first.
+    """
+    directory = Path(directory)
+    return directory.with_name(f".{directory.name}.old")
+
+
+@contextlib.contextmanager
+def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``directory``; on success it replaces ``directory``.
+
+    Every file written into it is fsynced, the old folder is parked (:func:`parked_dir`), the new
+    one renamed into place, and the parked one removed. If the body raises, ``directory`` is left
+    as it was.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    old = parked_dir(directory)
+    if old.exists() and not directory.exists():
+        os.replace(old, directory)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        yield tmp
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                with open(path, "rb+") as fh:
+                    os.fsync(fh.fileno())
+        if directory.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

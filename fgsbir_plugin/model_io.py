@@ -8,14 +8,14 @@ with ``timm.create_model("local-dir:<folder>", pretrained=True)`` or, once pushe
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import timm
 import torch
 from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
+
+from ._common import atomic_dir, parked_dir
 
 __all__ = ["save_model", "load_model", "MODEL_FILES"]
 
@@ -29,40 +29,19 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike, model_args:
     so an interrupted save never leaves a half-written model where a complete one is expected.
     ``model_args`` overrides or adds constructor arguments recorded in ``config.json``.
     """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    old = _previous(directory)
-    if old.exists() and not directory.exists():
-        os.replace(old, directory)  # an earlier save was interrupted between its two renames
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         # Tensors are made contiguous (channels_last weights, views) because safetensors stores dense buffers.
         tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(tensors, str(tmp / MODEL_FILES[1]))
         save_config_for_hf(model, str(tmp / MODEL_FILES[0]), model_args=model_args)
-        if directory.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old.exists():
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return directory
-
-
-def _previous(directory: Path) -> Path:
-    """Where save_model parks the previous model folder while it renames the new one into place."""
-    return directory.with_name(f".{directory.name}.old")
+    return Path(directory)
 
 
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Load a folder written by :func:`save_model` (or ``timm.models.save_for_hf``), in eval mode."""
     directory = Path(directory)
-    if not directory.exists() and _previous(directory).is_dir():
-        directory = _previous(directory)  # a save was interrupted after parking the previous, complete model
+    if not directory.exists() and parked_dir(directory).is_dir():
+        directory = parked_dir(directory)  # a save was interrupted after parking the previous, complete model
     missing = [name for name in MODEL_FILES if not (directory / name).is_file()]
     if missing:
         raise FileNotFoundError(

@@ -23,14 +23,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from .._common import atomic_dir, parked_dir
 
 __all__ = [
     "flatten_state",
@@ -129,10 +129,7 @@ def save_training_state(
     directory: str | os.PathLike, model_state: dict[str, torch.Tensor], state: dict
 ) -> Path:
     """Write ``state/`` atomically: ``model_state`` (name -> tensor) and a nested ``state`` dict."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         weights = {k: v.detach().to("cpu").clone().contiguous() for k, v in model_state.items()}
         save_file(weights, str(tmp / _MODEL_FILE))
         tensors, skeleton = flatten_state(state)
@@ -140,21 +137,7 @@ def save_training_state(
         (tmp / _JSON_FILE).write_text(
             json.dumps({"format": _FORMAT, "state": skeleton}, indent=1), encoding="utf-8"
         )
-        for name in (_MODEL_FILE, _TENSORS_FILE, _JSON_FILE):
-            with open(tmp / name, "rb+") as fh:
-                os.fsync(fh.fileno())
-        old = directory.with_name(f".{directory.name}.old")
-        if directory.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old.exists():
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return directory
+    return Path(directory)
 
 
 def _complete(directory: Path) -> bool:
@@ -164,14 +147,14 @@ def _complete(directory: Path) -> bool:
 def has_training_state(directory: str | os.PathLike) -> bool:
     """True when ``directory`` (or the previous copy kept during a swap) holds a complete state."""
     directory = Path(directory)
-    return _complete(directory) or _complete(directory.with_name(f".{directory.name}.old"))
+    return _complete(directory) or _complete(parked_dir(directory))
 
 
 def load_training_state(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """Read ``state/`` back: (model_state, state). Falls back to the copy kept by an interrupted swap."""
     directory = Path(directory)
     if not _complete(directory):
-        old = directory.with_name(f".{directory.name}.old")
+        old = parked_dir(directory)
         if not _complete(old):
             raise FileNotFoundError(
                 f"no training state in {directory}; --resume needs a run folder written by `fgsbir train`."
