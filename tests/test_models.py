@@ -256,3 +256,13 @@ def test_other_backbone_layouts(backbone, input_size, backbone_kwargs, fmt, grid
         emb, att = model.forward_with_attention(torch.randn(1, *input_size))
     assert emb.shape == (1, 512) and att.shape == (1, 1, *grid)
     torch.testing.assert_close(att.sum(), torch.tensor(1.0), rtol=0, atol=1e-5)
+
+
+def test_sketch_a_net_too_small_input_is_explained():
+    from fgsbir_plugin.models.sketch_a_net import MIN_INPUT_SIZE
+
+    model = timm.create_model("dssa").eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, MIN_INPUT_SIZE, MIN_INPUT_SIZE)).shape == (1, 512)
+        with pytest.raises(ValueError, match=f"at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels, got 80x96"):
+            model(torch.zeros(1, 1, 80, 96))

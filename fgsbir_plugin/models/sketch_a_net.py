@@ -27,6 +27,20 @@ from timm.models._manipulate import checkpoint_seq
 
 __all__ = ["SketchANet"]
 
+# The smallest input side for which every Sketch-a-Net layer still has a non-empty output.
+MIN_INPUT_SIZE = 81
+
+
+@torch.fx.wrap
+def _check_input_size(x: torch.Tensor, min_size: int) -> None:
+    """Raise a clear error for inputs smaller than ``min_size`` (a leaf for torch.fx, scriptable)."""
+    if x.shape[-2] < min_size or x.shape[-1] < min_size:
+        # Three valid-padded stages and three poolings shrink the map to nothing below this size.
+        raise ValueError(
+            f"Sketch-a-Net needs inputs of at least {min_size}x{min_size} pixels, got "
+            f"{x.shape[-2]}x{x.shape[-1]}; resize the images (225 is the paper's size)."
+        )
+
 
 class ConvStage(nn.Sequential):
     """Convs with a ReLU after each, then a 3x3/2 max-pool: [B, in_chs, H, W] -> [B, out_chs[-1], H', W']."""
@@ -105,6 +119,7 @@ class SketchANet(nn.Module):
             raise ValueError(f"global_pool must be 'grid' or '' (no head), got {global_pool!r}.")
         self.num_classes = num_classes
         self.in_chans = in_chans
+        self.min_input_size = MIN_INPUT_SIZE
         self.drop_rate = drop_rate
         self.head_grid = tuple(head_grid)
         self.hidden_dim = hidden_dim
@@ -199,6 +214,7 @@ class SketchANet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, in_chans, H, W] -> [B, 256, h, w] (7x7 at 225x225)."""
+        _check_input_size(x, self.min_input_size)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.stages, x)
         return self.stages(x)
