@@ -8,7 +8,9 @@ on the TEST split, and written atomically to
 wall time and the full config. A rerun skips finished cells (and resumes a half-trained one from
 its run folder). Then the cells are aggregated into ``<results-dir>/accuracy.md`` and
 ``accuracy.json`` (mean +- std over seeds, the paper's figures beside ours, "not run: <reason>"
-for the rest) and plotted into ``<results-dir>/accuracy_plots/``.
+for the rest) and plotted: acc@K curves into ``<results-dir>/accuracy_plots/``; the best method's
+top-5 retrievals and the attention maps, which show dataset images and so must not be committed,
+into ``<runs-dir>/figures/`` (synthetic data: beside the curves).
 
 Method kinds (``kind`` in the config):
   ``timm``: a timm model (the DSSA family) trained by the engine with the given loss;
@@ -314,7 +316,8 @@ def run_cell(
         "run_dir": str(out) if train_cfg is not None else None,
         "device": describe_device(dev),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(),
+        # The device machine gets a copy of the tree without .git: the caller passes the commit.
+        "commit": git_commit() or os.environ.get("FGSBIR_COMMIT"),
         "command": command,
         "wall_s": round(time.perf_counter() - t0, 2),
         "config": {
@@ -504,11 +507,10 @@ def aggregate(
     return out
 
 
-def _fmt(m: dict[str, float] | None, key: str, digits: int = 2) -> str:
-    if m is None:
-        return ""
+def _fmt(m: dict[str, Any], key: str, n: int, digits: int = 2) -> str:
+    """``mean ± std`` over ``n`` seeds; the mean alone for one seed (a std of 0 would mislead)."""
     v = m[key]
-    return f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}"
+    return f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}" if n > 1 else f"{v['mean']:.{digits}f}"
 
 
 def render_markdown(table: dict[str, Any]) -> str:
@@ -543,11 +545,11 @@ def render_markdown(table: dict[str, Any]) -> str:
             if "not_run" in row:
                 lines.append(f"| {row['label']} | not run: {row['not_run']} |  |  |  |  |  |  |")
                 continue
-            m = row["metrics"]
-            seeds = str(len(row["seeds"])) + (f" ({row['note']})" if "note" in row else "")
+            m, n = row["metrics"], len(row["seeds"])
+            seeds = str(n) + (f" ({row['note']})" if "note" in row else "")
             lines.append(
-                f"| {row['label']} | {_fmt(m, 'acc@1')} | {_fmt(m, 'acc@5')} | {_fmt(m, 'acc@10')} | "
-                f"{_fmt(m, 'mAP')} | {_fmt(m, 'mean_rank')} | {seeds} | {'; '.join(row['devices'])} |"
+                f"| {row['label']} | {_fmt(m, 'acc@1', n)} | {_fmt(m, 'acc@5', n)} | {_fmt(m, 'acc@10', n)} | "
+                f"{_fmt(m, 'mAP', n)} | {_fmt(m, 'mean_rank', n)} | {seeds} | {'; '.join(row['devices'])} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -561,12 +563,19 @@ def render_markdown(table: dict[str, Any]) -> str:
 def make_plots(
     bench, results_dir, runs_dir, methods, datasets, data_dir, device, clip_factory, table
 ) -> list[Path]:
-    """acc@K curves per dataset, the best method's retrievals, attention maps; returns the files."""
+    """acc@K curves per dataset, the best method's retrievals, attention maps; returns the files.
+
+    The curves (numbers only) go to ``<results-dir>/accuracy_plots/``. The retrieval grid and the
+    attention maps show the dataset's own sketches and photos, which must never be committed, so
+    for real datasets they go to ``<runs-dir>/figures/`` (under the git-ignored ``runs/`` by
+    default); only the synthetic smoke data's figures sit beside the curves.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     plot_dir = Path(results_dir) / "accuracy_plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
+    data_fig_dir = Path(runs_dir) / "figures"
     written = []
     max_k = int(bench.get("curve_max_k", 20))
     for dataset in datasets:
@@ -580,15 +589,17 @@ def make_plots(
 
         best = max(rows, key=score)
         attended = [r for r in rows if _has_attention(bench["methods"][r["method"]])]
+        fig_dir = plot_dir if dataset == "synthetic" else data_fig_dir
+        fig_dir.mkdir(parents=True, exist_ok=True)
         try:
             view = _cell_view(bench, results_dir, dataset, best, data_dir, device, clip_factory)
-            written.append(plot_retrievals(view, plot_dir / f"retrievals_{dataset}.png"))
+            written.append(plot_retrievals(view, fig_dir / f"retrievals_{dataset}.png"))
             if attended:
                 best_att = max(attended, key=score)
                 if best_att is not best:
                     view = _cell_view(bench, results_dir, dataset, best_att, data_dir, device, clip_factory)
                 if view["model"] is not None:
-                    written.append(plot_attention(view, plot_dir / f"attention_{dataset}.png"))
+                    written.append(plot_attention(view, fig_dir / f"attention_{dataset}.png"))
         except (OSError, ValueError, RuntimeError) as err:
             print(f"[accuracy] {dataset}: retrieval / attention figure skipped ({err})")
     return written
@@ -621,6 +632,9 @@ def plot_acc_curves(results_dir, bench, dataset, rows, plot_dir: Path, max_k: in
             zorder=5,
             label="DSSA, paper",
         )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("K")
     ax.set_ylabel("acc@K (%) on test")
     ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)}: acc@K (mean ± std over seeds)")
