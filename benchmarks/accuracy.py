@@ -55,6 +55,7 @@ DEFAULT_RESULTS = REPO / "benchmarks" / "results"
 REAL_DATASETS = ("chairv2", "shoev2", "shoes_v1", "chairs_v1")
 METRIC_KEYS = ("acc@1", "acc@5", "acc@10", "mAP", "mean_rank", "median_rank")
 CLIP_NOT_RUN = "weights unavailable offline"
+NO_RESULT = "no result files yet"
 
 # The DSSA paper's (ICCV 2017) full-model figures on the QMUL V1 test sets, as commonly cited.
 PAPER = {
@@ -445,7 +446,7 @@ def dataset_unavailable(dataset: str, data_dir: str | None) -> str | None:
     }
     sub = folder.get(dataset)
     if sub is not None and not (Path(data_dir) / sub).is_dir():
-        return f"dataset not present ({Path(data_dir) / sub} missing)"
+        return f"dataset not present (no {sub}/ in the data folder)"
     return None
 
 
@@ -488,7 +489,7 @@ def aggregate(
                 if len(cells) < len(seeds):
                     row["note"] = f"{len(cells)} of {len(seeds)} seeds"
             else:
-                row["not_run"] = not_run.get((dataset, name), "not run yet (no result files)")
+                row["not_run"] = not_run.get((dataset, name), NO_RESULT)
             rows.append(row)
     paper = {d: PAPER[d] for d in datasets if d in PAPER}
     out = {
@@ -834,12 +835,18 @@ def main(argv: Sequence[str] | None = None, *, clip_factory: ClipFactory | None 
         methods = kwargs["methods"] or list(bench["methods"])
         datasets = kwargs["datasets"] or list(bench["datasets"])
         seeds = kwargs["seeds"] or bench["seeds"]
+        from fgsbir_plugin._common import default_data_dir
+
+        data_dir = args.data_dir or (str(default_data_dir()) if default_data_dir() else None)
         not_run = {
             (d, m): reason or CLIP_NOT_RUN
             for d in datasets
             for m in methods
             if bench["methods"][m]["kind"] == "clip" and clip_factory is None
         }
+        for d in datasets:
+            if why := dataset_unavailable(d, data_dir):
+                not_run.update({(d, m): why for m in methods})
         table = aggregate(bench, kwargs["results_dir"], methods, datasets, seeds, not_run, command=command)
         if kwargs["plots"]:
             make_plots(
@@ -848,7 +855,7 @@ def main(argv: Sequence[str] | None = None, *, clip_factory: ClipFactory | None 
                 kwargs["runs_dir"],
                 methods,
                 datasets,
-                args.data_dir,
+                data_dir,
                 args.device,
                 clip_factory,
                 table,

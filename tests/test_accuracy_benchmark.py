@@ -203,7 +203,7 @@ def test_table_shows_paper_figures_and_not_run_rows(tmp_path):
     assert "| DSSA, paper (Song et al. ICCV 2017) | 81.44 |  | 95.88 |" in md
     assert "| DSSA, paper (Song et al. ICCV 2017) | 61.74 |  | 94.78 |" in md
     assert "| CLIP zero-shot (cosine) | not run: weights unavailable offline |" in md
-    assert "| Triplet-SN (Sketch-a-Net) | not run: not run yet (no result files) |" in md
+    assert "| Triplet-SN (Sketch-a-Net) | not run: no result files yet |" in md
     assert table["paper"]["shoes_v1"] == {"acc@1": 61.74, "acc@10": 94.78}
     assert acc.dataset_unavailable("shoev2", str(tmp_path)).startswith("dataset not present")
     assert acc.dataset_unavailable("synthetic", None) is None
