@@ -275,6 +275,11 @@ def run_cell(
             train_cfg.model = f"clip:{method.get('adapt')}"
         if _run_in_progress(out):
             train_cfg.resume = True
+        elif out.exists():
+            # Killed before its first resumable state: nothing to keep (the harness owns runs_dir).
+            import shutil
+
+            shutil.rmtree(out)
         summary = train(train_cfg, datasets=(sketches, photos), model=injected)
         if not summary["done"]:
             raise RuntimeError(f"training of {out} stopped before its end; rerun to resume it.")
@@ -797,7 +802,12 @@ def main(argv: Sequence[str] | None = None, *, clip_factory: ClipFactory | None 
     p.add_argument("--methods", default=None, help="comma-separated subset of the config's methods")
     p.add_argument("--datasets", default=None, help="comma-separated subset of the config's datasets")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the config's)")
-    p.add_argument("--epochs", type=int, default=None, help="override train.epochs (quick checks only)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="override train.epochs (quick checks only: use a separate --results-dir, since finished cells are skipped whatever their epochs)",
+    )
     p.add_argument("--clip-model", default="ViT-B-32")
     p.add_argument("--clip-pretrained", default=None, help="'openai' or a local open_clip checkpoint file")
     p.add_argument("--aggregate-only", action="store_true", help="only rebuild the table and plots")
