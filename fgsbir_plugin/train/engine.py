@@ -42,6 +42,7 @@ from .evaluate import evaluate_split, forward_embed, model_input_spec
 
 __all__ = [
     "HOLEF_FILE",
+    "INJECTED_MODEL_FILE",
     "train",
     "build_model",
     "build_loss",
@@ -53,6 +54,9 @@ __all__ = [
 
 _TRUNK_WORDS = ("trunk", "backbone", "encoder")
 HOLEF_FILE = "holef_distance.safetensors"  # HOLEF W of a model that cannot hold it (plain timm trunk)
+# The best weights of a model passed to train(model=...): a state dict, since such a model (e.g. the
+# CLIP baseline) need not be a timm model that model_io can rebuild from config.json.
+INJECTED_MODEL_FILE = "model_state.safetensors"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -313,20 +317,27 @@ def _resolve_resume(cfg: TrainConfig, out: Path) -> TrainConfig:
     return TrainConfig.from_dict(merged)
 
 
-def train(cfg: TrainConfig, datasets=None) -> dict[str, Any]:
+def train(cfg: TrainConfig, datasets=None, model: torch.nn.Module | None = None) -> dict[str, Any]:
     """Train per ``cfg``; returns a summary (best validation metrics, steps, run folder).
 
     Args:
         cfg: a validated :class:`TrainConfig`.
         datasets: optional ``(sketches, photos)`` DatasetDicts to use instead of ``load_fgsbir``.
+        model: optional prebuilt embedder (``model(x, modality=...)`` -> ``[B, D]``, with
+            ``pretrained_cfg`` and ``num_features``) trained instead of ``timm.create_model(cfg.model)``,
+            e.g. the CLIP baseline; ``cfg.model`` is then only a label. Its best weights are saved as
+            a state dict, ``INJECTED_MODEL_FILE`` in the run folder, instead of ``model/``; on
+            ``resume`` pass a freshly built model of the same architecture.
     """
     cfg.validate()
     out = Path(cfg.out)
+    injected = model is not None
     if cfg.resume:
         cfg = _resolve_resume(cfg, out)
-    elif (out / "state").exists() or (out / "model").exists():
+    elif (out / "state").exists() or (out / "model").exists() or (out / INJECTED_MODEL_FILE).exists():
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
-    check_model_name(cfg.model)  # before the (possibly slow) data loading
+    if not injected:
+        check_model_name(cfg.model)  # before the (possibly slow) data loading
     device = resolve_device(cfg.device)
     info = ddp.init_distributed(device)
     if info.distributed and device.type == "cuda":
@@ -341,7 +352,8 @@ def train(cfg: TrainConfig, datasets=None) -> dict[str, Any]:
         raise ValueError("the dataset has no train split; check --data.")
     has_val = "validation" in sketches and len(sketches["validation"]) > 0
 
-    model = build_model(cfg)
+    if not injected:
+        model = build_model(cfg)
     spec = model_input_spec(model, cfg.image_size)
     if cfg.image_size is not None:
         # Record the trained input size so that `fgsbir eval` and timm's data config use it.
@@ -456,7 +468,15 @@ def train(cfg: TrainConfig, datasets=None) -> dict[str, Any]:
     def save_best() -> None:
         from ..model_io import save_model
 
-        save_model(model, out / "model", model_args=_model_args(cfg, model))
+        if injected:
+            from safetensors.torch import save_file
+
+            from .._common import atomic_path
+
+            with atomic_path(out / INJECTED_MODEL_FILE) as tmp:
+                save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        else:
+            save_model(model, out / "model", model_args=_model_args(cfg, model))
         held_by_loss = _loss_distance(loss_fn)
         if getattr(model, "distance", None) is None and held_by_loss is not None:
             # A model without HOLEF support (a plain timm trunk): W is saved beside model/.
