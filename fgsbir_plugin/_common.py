@@ -53,10 +53,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes it owner-only; give it an ordinary file's mode
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def parked_dir(directory: str | os.PathLike) -> Path:
@@ -89,6 +96,7 @@ def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
             if path.is_file():
                 with open(path, "rb+") as fh:
                     os.fsync(fh.fileno())
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only; give it an ordinary folder's mode
         if directory.exists():
             if old.exists():
                 shutil.rmtree(old)

@@ -45,3 +45,19 @@ def test_save_model_handles_channels_last_and_an_interrupted_save(tmp_path):
     assert same_weights(load_model(tmp_path / "m"))
     save_model(model, tmp_path / "m")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+
+    from fgsbir_plugin._common import atomic_dir
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f", b"x")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "g").write_bytes(b"y")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
