@@ -185,26 +185,24 @@ def load_cell_data(bench: dict, dataset: str, seed: int, data_dir: str | None, v
 @torch.no_grad()
 def score_split(model, sketches, photos, *, device, distance=None, image_size=None, batch_size=64):
     """Embed one split and rank: (metrics, ranks [Nq], top10 [Nq, <=10] gallery indices)."""
-    from fgsbir_plugin.data.sampling import pair_index
-    from fgsbir_plugin.data.transforms import ImageTable, ImageTransform, load_size_for
     from fgsbir_plugin.metrics import rank_of_target, retrieval_metrics
-    from fgsbir_plugin.train.evaluate import embed_table, model_input_spec, retrieval_distance
+    from fgsbir_plugin.train.evaluate import split_distances
 
-    spec = model_input_spec(model, image_size)
-    load = load_size_for(spec["image_size"], spec["crop_pct"])
-    s_table = ImageTable(sketches, "sketch", load, spec["in_chans"], cache=True)
-    p_table = ImageTable(photos, "photo", load, spec["in_chans"], cache=True)
-    tf = ImageTransform(spec["image_size"], spec["mean"], spec["std"], in_chans=spec["in_chans"])
-    target = pair_index(list(sketches["photo_id"]), list(photos["photo_id"]))
-    es = embed_table(model, s_table, tf, "sketch", batch_size, device)
-    ep = embed_table(model, p_table, tf, "photo", batch_size, device)
-    if distance is None:
-        distance = getattr(model, "distance", None)
-    dist = retrieval_distance(es, ep, distance.to("cpu") if distance is not None else None).double()
+    out = split_distances(
+        model,
+        sketches,
+        photos,
+        image_size=image_size,
+        batch_size=batch_size,
+        device=device,
+        distance=distance,
+        cache=True,
+    )
+    dist, target = out["dist"].double(), out["target"]
     metrics = retrieval_metrics(dist, target)
     ranks = rank_of_target(dist, target)
     top = torch.argsort(dist, dim=1, stable=True)[:, : min(10, dist.shape[1])]
-    return metrics, ranks, top, dist, target, (s_table, tf)
+    return metrics, ranks, top, dist, target, (out["sketch_table"], out["transform"])
 
 
 def _train_config(bench: dict, method: dict, dataset: str, seed: int, out: Path, device: str, data_dir):

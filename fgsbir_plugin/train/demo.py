@@ -77,22 +77,13 @@ def _synthetic_datasets(settings: DemoSettings, seed: int):
 
 
 def _embed_split(model, sketches, photos, image_size, device):
-    from ..data.sampling import pair_index
-    from ..data.transforms import ImageTable, ImageTransform, load_size_for
+    """(metrics, dist [Nq, Ng], target [Nq], (sketch table, transform)) on one split."""
     from ..metrics import retrieval_metrics
-    from .evaluate import embed_table, model_input_spec, retrieval_distance
+    from .evaluate import split_distances
 
-    spec = model_input_spec(model, image_size)
-    load = load_size_for(spec["image_size"], spec["crop_pct"])
-    s_table = ImageTable(sketches, "sketch", load, spec["in_chans"], cache=True)
-    p_table = ImageTable(photos, "photo", load, spec["in_chans"], cache=True)
-    tf = ImageTransform(spec["image_size"], spec["mean"], spec["std"], in_chans=spec["in_chans"])
-    target = pair_index(list(sketches["photo_id"]), list(photos["photo_id"]))
-    es = embed_table(model, s_table, tf, "sketch", 64, device)
-    ep = embed_table(model, p_table, tf, "photo", 64, device)
-    distance = getattr(model, "distance", None)
-    dist = retrieval_distance(es, ep, distance.to("cpu") if distance is not None else None)
-    return retrieval_metrics(dist, target), dist, target, (s_table, tf)
+    out = split_distances(model, sketches, photos, image_size=image_size, device=device, cache=True)
+    dist, target = out["dist"], out["target"]
+    return retrieval_metrics(dist, target), dist, target, (out["sketch_table"], out["transform"])
 
 
 def _table(rows: list[tuple[str, dict[str, float]]]) -> str:

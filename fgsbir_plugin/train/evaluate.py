@@ -29,6 +29,7 @@ __all__ = [
     "forward_embed",
     "embed_table",
     "retrieval_distance",
+    "split_distances",
     "evaluate_split",
     "describe_device",
     "git_commit",
@@ -139,7 +140,7 @@ def retrieval_distance(sketch_emb: torch.Tensor, photo_emb: torch.Tensor, distan
     return -mat if getattr(distance, "is_inverted", False) else mat
 
 
-def evaluate_split(
+def split_distances(
     model: torch.nn.Module,
     sketches,
     photos,
@@ -154,13 +155,17 @@ def evaluate_split(
     sketch_table: ImageTable | None = None,
     photo_table: ImageTable | None = None,
 ) -> dict[str, Any]:
-    """Score ``model`` on one split: ``{"metrics": {...}, "num_queries", "num_gallery"}``.
+    """Embed one split and compare every sketch with every photo.
 
     Args:
         sketches, photos: ``datasets.Dataset`` of one split (rows per the shared schema).
         distance: the PML distance used for ranking; defaults to ``model.distance`` when the model
             has one (HOLEF), else the Euclidean distance of L2-normalised embeddings.
         sketch_table, photo_table: already decoded tables to reuse (validation every epoch).
+
+    Returns:
+        ``dist`` [Nq, Ng] (smaller = closer), ``target`` [Nq] (gallery index of each sketch's
+        photo), the decoded ``sketch_table`` / ``photo_table`` and the eval ``transform``.
     """
     spec = model_input_spec(model, image_size)
     # Decoded at image_size / crop_pct: the centre crop (views=1) keeps crop_pct of the image, as
@@ -178,11 +183,26 @@ def evaluate_split(
         distance = getattr(model, "distance", None)
     if distance is not None:
         distance = distance.to("cpu")
-    dist = retrieval_distance(es, ep, distance)
+    return {
+        "dist": retrieval_distance(es, ep, distance),
+        "target": target,
+        "sketch_table": sketch_table,
+        "photo_table": photo_table,
+        "transform": tf,
+    }
+
+
+def evaluate_split(model: torch.nn.Module, sketches, photos, **kwargs: Any) -> dict[str, Any]:
+    """Score ``model`` on one split: ``{"metrics": {...}, "num_queries", "num_gallery"}``.
+
+    Keyword arguments are those of :func:`split_distances`.
+    """
+    out = split_distances(model, sketches, photos, **kwargs)
+    dist, target = out["dist"], out["target"]
     return {
         "metrics": retrieval_metrics(dist, target),
         "num_queries": len(target),
-        "num_gallery": ep.shape[0],
+        "num_gallery": dist.shape[1],
     }
 
 
