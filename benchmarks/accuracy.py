@@ -161,10 +161,10 @@ def _data_dir_for(dataset: str, data_dir: str | None) -> str | None:
 
 def load_cell_data(bench: dict, dataset: str, seed: int, data_dir: str | None, validation_size: float):
     """(sketches, photos) with train / validation (carved from train by photo, seeded) / test."""
-    from fgsbir_plugin.train.engine import load_fgsbir_both
+    from fgsbir_plugin.data import load_fgsbir_pair
 
     kwargs = dict(bench.get("dataset_kwargs", {}).get(dataset) or {})
-    sketches, photos = load_fgsbir_both(
+    sketches, photos = load_fgsbir_pair(
         dataset,
         _data_dir_for(dataset, data_dir),
         validation_size=validation_size,

@@ -437,11 +437,8 @@ def _data_module(name: str):
 
 def _load_converted(name: str, data_dir, **reader_kwargs) -> dict:
     """``{"sketches": DatasetDict, "photos": DatasetDict}`` of a dataset, read once through load_fgsbir."""
-    load = _data_module("load")
-    if hasattr(load, "load_fgsbir_pair"):
-        sketches, photos = load.load_fgsbir_pair(name, data_dir, **reader_kwargs)
-        return {"sketches": sketches, "photos": photos}
-    return {c: load.load_fgsbir(name, data_dir, config=c, **reader_kwargs) for c in DATASET_CONFIGS}
+    sketches, photos = _data_module("load").load_fgsbir_pair(name, data_dir, **reader_kwargs)
+    return {"sketches": sketches, "photos": photos}
 
 
 def _describe(feature) -> str:

@@ -62,9 +62,9 @@ class DemoSettings:
 
 
 def _synthetic_datasets(settings: DemoSettings, seed: int):
-    from .engine import load_fgsbir_both
+    from ..data import load_fgsbir_pair
 
-    return load_fgsbir_both(
+    return load_fgsbir_pair(
         "synthetic",
         None,
         validation_size=settings.validation_size,

@@ -14,9 +14,9 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "embed_files", "embed_folder"]
+from ..data.validate import IMAGE_EXTENSIONS
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+__all__ = ["list_images", "embed_files", "embed_folder"]
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -24,9 +24,9 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist.")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+        raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
     return files
 
 

@@ -214,23 +214,11 @@ def build_optimizer(cfg: TrainConfig, pair: PairModel) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def load_fgsbir_both(name: str, data_dir=None, **kwargs):
-    """(sketches, photos) DatasetDicts of one dataset: one read via ``load_fgsbir_pair`` when the data
-    package has it, else two ``load_fgsbir`` calls (``config="sketches"`` and ``"photos"``)."""
-    from .. import data
-
-    pair = getattr(data, "load_fgsbir_pair", None)
-    if pair is not None:
-        return pair(name, data_dir, **kwargs)
-    return (
-        data.load_fgsbir(name, data_dir, config="sketches", **kwargs),
-        data.load_fgsbir(name, data_dir, config="photos", **kwargs),
-    )
-
-
 def load_datasets(cfg: TrainConfig):
     """(sketches, photos) DatasetDicts with the validation split carved from train by photo."""
-    return load_fgsbir_both(
+    from ..data import load_fgsbir_pair
+
+    return load_fgsbir_pair(
         cfg.data, cfg.data_dir, validation_size=cfg.validation_size, seed=cfg.seed, **cfg.data_kwargs
     )
 

@@ -307,9 +307,9 @@ def run_eval(
             raise FileNotFoundError(
                 f"data directory {data_dir} does not exist; pass --data-dir pointing at the dataset."
             )
-        from .engine import load_fgsbir_both
+        from ..data import load_fgsbir_pair
 
-        datasets = load_fgsbir_both(data, data_dir, **dict(data_kwargs or {}))
+        datasets = load_fgsbir_pair(data, data_dir, **dict(data_kwargs or {}))
     sketches, photos = datasets
     if split not in sketches or split not in photos:
         raise ValueError(f"split {split!r} is not in {data}; it has {', '.join(sketches)}.")
