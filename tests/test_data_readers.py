@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pickle
 
@@ -415,10 +414,6 @@ def test_sketchy_sketch_in_wrong_category(tmp_path):
 # --------------------------------------------------------------------------- synthetic dispatch
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("fgsbir_plugin.data.synthetic") is None,
-    reason="fgsbir_plugin.data.synthetic is written on another branch (synth) and is not in this checkout",
-)
 def test_synthetic_dispatch():
     sk, ph = load_fgsbir_pair(
         "synthetic", num_photos=6, sketches_per_photo=2, image_size=32, test_fraction=0.5

@@ -24,13 +24,9 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 
 import fgsbir_plugin.cli
+from fgsbir_plugin.holef import HOLEFDistance, holef_distance_matrix
 from fgsbir_plugin.hub import PublishError, build_model_folder, push_model, read_run_folder, render_model_card
 from fgsbir_plugin.model_io import save_model
-
-try:  # the HOLEF module is written on another branch; the lead re-runs these tests after merging
-    from fgsbir_plugin.holef import HOLEFDistance, holef_distance_matrix
-except ImportError:
-    HOLEFDistance = holef_distance_matrix = None
 
 TOKEN = "hf_TESTsecretTOKEN0123456789abcdef"
 REPO = "my-lab/tiny-sbir"
@@ -193,9 +189,6 @@ def test_local_dir_load_gives_bit_identical_embeddings(tmp_path, holef):
         assert all(torch.equal(original[k], restored[k]) for k in original)
 
 
-@pytest.mark.skipif(
-    holef_distance_matrix is None, reason="fgsbir_plugin.holef not importable (holef branch not merged)"
-)
 def test_local_dir_load_gives_identical_holef_distances(tmp_path):
     run, model = make_run(tmp_path, holef=True)
     out = build_model_folder(run, tmp_path / "out", repo_id=REPO)
@@ -211,15 +204,6 @@ def test_local_dir_load_gives_identical_holef_distances(tmp_path):
     assert torch.equal(d0, d1)
 
 
-def _dssa_available() -> str | None:
-    import fgsbir_plugin  # noqa: F401
-
-    if "dssa" not in timm.list_models("dssa*"):
-        return "the DSSA models are not registered yet (models branch not merged)"
-    return None
-
-
-@pytest.mark.skipif(_dssa_available() is not None, reason=str(_dssa_available()))
 def test_real_dssa_model_round_trips(tmp_path):
     torch.manual_seed(0)
     model = timm.create_model("dssa").eval()
@@ -564,18 +548,6 @@ def test_push_model_raises_publish_error_from_the_library(tmp_path, monkeypatch)
         push_model(run, REPO, token=TOKEN, api=api)
 
 
-def _dssa_holef_available() -> str | None:
-    reason = _dssa_available()
-    if reason or holef_distance_matrix is None:
-        return reason or "fgsbir_plugin.holef not importable (holef branch not merged)"
-    try:
-        timm.create_model("dssa", holef=True)
-    except (NotImplementedError, TypeError) as err:
-        return f"dssa(holef=True) is not wired yet ({type(err).__name__})"
-    return None
-
-
-@pytest.mark.skipif(_dssa_holef_available() is not None, reason=str(_dssa_holef_available()))
 def test_real_dssa_holef_model_round_trips_w_and_distances(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = timm.create_model("dssa", holef=True).eval()
@@ -657,16 +629,6 @@ def _tiny_shapes(n_photos=8, size=32):
     )
 
 
-def _train_available() -> str | None:
-    try:
-        import fgsbir_plugin.train.engine  # noqa: F401
-        import fgsbir_plugin.train.evaluate  # noqa: F401
-    except ImportError:
-        return "fgsbir_plugin.train not importable (train branch not merged)"
-    return None
-
-
-@pytest.mark.skipif(_train_available() is not None, reason=str(_train_available()))
 def test_card_of_a_real_small_run_carries_its_eval_metrics(tmp_path, monkeypatch):
     from fgsbir_plugin.train.config import TrainConfig
     from fgsbir_plugin.train.engine import train

@@ -125,8 +125,8 @@ def test_holef_model_uses_its_own_W_and_rejects_other_weights(workspace, capsys,
     holef_model.distance = HOLEFStub(holef_model.num_features)
     other = timm.create_model("test_efficientnet", num_classes=0, pretrained=False).eval()
     other.distance = HOLEFStub(other.num_features)
-    # the DSSA models with holef=True (and model.distance in their state dict) come from another
-    # branch; until then the checkpoint loader is replaced by two in-memory models
+    # Two in-memory models with a stand-in distance replace the checkpoint loader, so the test
+    # controls W exactly (the real DSSA + HOLEF path is covered by the hub and model tests).
     import fgsbir_plugin.search.cli as search_cli
 
     monkeypatch.setattr(

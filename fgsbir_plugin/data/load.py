@@ -153,14 +153,7 @@ def load_fgsbir_pair(
     clash = sorted(set(fixed) & set(reader_kwargs))
     if clash:
         raise ValueError(f"{name_or_path!r} fixes {clash} itself; do not pass them")
-    try:
-        module = importlib.import_module(f"{__package__}.{module_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"{__package__}.{module_name}":
-            raise ModuleNotFoundError(
-                f"the {module_name} reader ({__package__}.{module_name}) is not installed in this copy of fgsbir_plugin"
-            ) from None
-        raise
+    module = importlib.import_module(f"{__package__}.{module_name}")
     params = inspect.signature(module.read).parameters
     var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
     kwargs = {**fixed, **reader_kwargs}
