@@ -244,8 +244,9 @@ def run_cell(
     datasets=None,
 ) -> dict[str, Any]:
     """Train (unless zero-shot), select on validation, score on test, write the cell's JSON."""
-    from fgsbir_plugin.train.engine import INJECTED_MODEL_FILE, resolve_device, train
-    from fgsbir_plugin.train.evaluate import describe_device, git_commit, load_run_distance
+    from fgsbir_plugin.run_folder import RunFolder
+    from fgsbir_plugin.runtime import describe_device, git_commit, resolve_device
+    from fgsbir_plugin.train.engine import train
 
     method = bench["methods"][name]
     out = Path(runs_dir) / dataset / name / f"seed{seed}"
@@ -284,13 +285,13 @@ def run_cell(
         if injected is not None:
             from safetensors.torch import load_file
 
-            injected.load_state_dict(load_file(str(out / INJECTED_MODEL_FILE)))
+            injected.load_state_dict(load_file(str(RunFolder(out).injected_model_path)))
             model = injected.to(dev).eval()
         else:
             from fgsbir_plugin.model_io import load_model
 
             model = load_model(out / "model", device=dev)
-            distance = load_run_distance(out, model)
+            distance = RunFolder(out).load_distance(model)
         selection = {
             "split": "validation",
             "num_queries": len(sketches["validation"]),
@@ -654,8 +655,7 @@ def plot_acc_curves(results_dir, bench, dataset, rows, plot_dir: Path, max_k: in
 
 def _load_cell_model(bench, cell, device, clip_factory):
     """The scored model of a cell (and its distance), or (None, None) when its run folder is gone."""
-    from fgsbir_plugin.train.engine import INJECTED_MODEL_FILE
-    from fgsbir_plugin.train.evaluate import load_run_distance
+    from fgsbir_plugin.run_folder import RunFolder
 
     method = bench["methods"][cell["method"]]
     if method["kind"] == "clip":
@@ -665,7 +665,7 @@ def _load_cell_model(bench, cell, device, clip_factory):
         if cell["run_dir"]:
             from safetensors.torch import load_file
 
-            f = Path(cell["run_dir"]) / INJECTED_MODEL_FILE
+            f = RunFolder(cell["run_dir"]).injected_model_path
             if not f.is_file():
                 return None, None
             model.load_state_dict(load_file(str(f)))
@@ -676,13 +676,13 @@ def _load_cell_model(bench, cell, device, clip_factory):
     from fgsbir_plugin.model_io import load_model
 
     model = load_model(run / "model", device=device)
-    return model, load_run_distance(run, model)
+    return model, RunFolder(run).load_distance(model)
 
 
 def _cell_view(bench, results_dir, dataset, row, data_dir, device, clip_factory) -> dict[str, Any]:
     """The test split of ``row``'s first seed, its (reloaded) model and its distances ``[Nq, Ng]``."""
     from fgsbir_plugin.data.sampling import pair_index
-    from fgsbir_plugin.train.engine import resolve_device
+    from fgsbir_plugin.runtime import resolve_device
 
     seed = row["seeds"][0]
     cell = read_cell(cell_path(results_dir, dataset, row["method"], seed))
@@ -744,7 +744,7 @@ def plot_attention(view: dict[str, Any], path: Path, n: int = 4) -> Path:
     import matplotlib.pyplot as plt
 
     from fgsbir_plugin.data.transforms import ImageTable, load_size_for
-    from fgsbir_plugin.train.evaluate import model_input_spec
+    from fgsbir_plugin.embedding import model_input_spec
 
     model, sketches, photos, target = view["model"], view["sketches"], view["photos"], view["target"]
     inputs, train_cfg, device, label = view["inputs"], view["train_cfg"], view["device"], view["label"]

@@ -60,7 +60,7 @@ def _create(name: str, image_size: int | None, **kwargs):
 def _step_fn(model, loss_name: str, device, precision: str, channels_last: bool):
     from pytorch_metric_learning import losses
 
-    from fgsbir_plugin.train.evaluate import forward_embed
+    from fgsbir_plugin.embedding import forward_embed
 
     if loss_name == "holef":
         from fgsbir_plugin.train.engine import _make_holef_loss
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
 
         device_name = f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
-    from fgsbir_plugin.train.evaluate import model_input_spec
+    from fgsbir_plugin.embedding import model_input_spec
 
     rows, missing = [], []
     for variant, trunk_name, kwargs in PAIRS:

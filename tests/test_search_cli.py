@@ -12,10 +12,10 @@ from PIL import Image
 
 pytest.importorskip("faiss")
 
+from fgsbir_plugin.embedding import embed_files  # noqa: E402
 from fgsbir_plugin.model_io import save_model  # noqa: E402
 from fgsbir_plugin.search import GalleryIndex  # noqa: E402
 from fgsbir_plugin.search.cli import register  # noqa: E402
-from fgsbir_plugin.train.embed import embed_files  # noqa: E402
 
 
 def run(argv: list[str]) -> int:

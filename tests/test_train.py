@@ -227,7 +227,7 @@ def test_mixed_precision_and_channels_last_smoke(tmp_path, tiny, precision):
 
 
 def test_forward_passes_modality_only_to_models_that_take_it():
-    from fgsbir_plugin.train.evaluate import forward_embed
+    from fgsbir_plugin.embedding import forward_embed
 
     class TwoTrunks(torch.nn.Module):
         def forward(self, x, modality=None):
@@ -327,10 +327,10 @@ def test_holef_wiring_with_a_plain_trunk(tmp_path, tiny, monkeypatch):
     report = run_eval(tmp_path / "h", "tiny", device="cpu", datasets=tiny)
     euclid = run_eval(tmp_path / "h", "tiny", device="cpu", datasets=tiny, out=tmp_path / "e.json")
     assert report["metrics"] == euclid["metrics"]  # deterministic
-    from fgsbir_plugin.train.evaluate import load_run_distance
+    from fgsbir_plugin.run_folder import RunFolder
 
     model = load_model(tmp_path / "h" / "model")
-    assert torch.equal(load_run_distance(tmp_path / "h", model).weight_matrix().detach(), W)
+    assert torch.equal(RunFolder(tmp_path / "h").load_distance(model).weight_matrix().detach(), W)
 
 
 def test_state_survives_a_kill_between_the_two_renames(tmp_path):

@@ -85,9 +85,9 @@ def _load_image(path: Path, mode: str):
 
 def _load(checkpoint: Path, device: torch.device) -> torch.nn.Module:
     from ..model_io import load_model
-    from ..train.evaluate import resolve_checkpoint
+    from ..run_folder import RunFolder
 
-    return load_model(resolve_checkpoint(checkpoint)[1], device=device)
+    return load_model(RunFolder.resolve(checkpoint)[1], device=device)
 
 
 def _holef_matrix(model: torch.nn.Module):
@@ -98,8 +98,8 @@ def _holef_matrix(model: torch.nn.Module):
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ..train.embed import embed_files, list_images
-    from ..train.engine import resolve_device
+    from ..embedding import embed_files, list_images
+    from ..runtime import resolve_device
 
     device = resolve_device(args.device)
     model = _load(args.checkpoint, device)
@@ -134,8 +134,8 @@ def run_build(args: argparse.Namespace) -> int:
 def run_search(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ValueError(f"-k must be positive, got {args.k}.")
-    from ..train.embed import embed_files
-    from ..train.engine import resolve_device
+    from ..embedding import embed_files
+    from ..runtime import resolve_device
 
     device = resolve_device(args.device)
     model = _load(args.checkpoint, device)

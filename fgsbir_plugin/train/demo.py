@@ -182,8 +182,9 @@ def run_demo(
 
     from .._common import atomic_write_bytes
     from ..model_io import load_model
+    from ..runtime import resolve_device
     from .config import TrainConfig
-    from .engine import resolve_device, train
+    from .engine import train
 
     out = Path(out)
     settings = settings or (DemoSettings.quick() if quick else DemoSettings())

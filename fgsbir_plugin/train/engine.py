@@ -29,6 +29,9 @@ import torch
 from .._common import atomic_write_bytes
 from ..data.sampling import PairBatchSampler, PairDataset, collate_pairs, pair_index
 from ..data.transforms import ImageTable, ImageTransform, load_size_for
+from ..embedding import forward_embed, model_input_spec
+from ..run_folder import RunFolder
+from ..runtime import resolve_device
 from . import ddp
 from .checkpoint import (
     capture_rng_state,
@@ -38,40 +41,18 @@ from .checkpoint import (
     save_training_state,
 )
 from .config import RESUME_OVERRIDABLE, TrainConfig
-from .evaluate import evaluate_split, forward_embed, model_input_spec
+from .evaluate import evaluate_split
 
 __all__ = [
-    "HOLEF_FILE",
-    "INJECTED_MODEL_FILE",
     "train",
     "build_model",
     "build_loss",
     "lr_factor",
     "load_datasets",
-    "resolve_device",
     "PairModel",
 ]
 
 _TRUNK_WORDS = ("trunk", "backbone", "encoder")
-HOLEF_FILE = "holef_distance.safetensors"  # HOLEF W of a model that cannot hold it (plain timm trunk)
-# The best weights of a model passed to train(model=...): a state dict, since such a model (e.g. the
-# CLIP baseline) need not be a timm model that model_io can rebuild from config.json.
-INJECTED_MODEL_FILE = "model_state.safetensors"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise ``torch.device(name)``, checked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(
-            f"device {name!r} is not a torch device name (try cpu, cuda, cuda:1 or auto)."
-        ) from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asks for CUDA but no GPU is available; use --device cpu.")
-    return device
 
 
 def check_model_name(name: str) -> None:
@@ -322,7 +303,9 @@ def train(cfg: TrainConfig, datasets=None, model: torch.nn.Module | None = None)
     injected = model is not None
     if cfg.resume:
         cfg = _resolve_resume(cfg, out)
-    elif (out / "state").exists() or (out / "model").exists() or (out / INJECTED_MODEL_FILE).exists():
+    elif (
+        (out / "state").exists() or (out / "model").exists() or (out / RunFolder.INJECTED_MODEL_FILE).exists()
+    ):
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
     if not injected:
         check_model_name(cfg.model)  # before the (possibly slow) data loading
@@ -461,7 +444,7 @@ def train(cfg: TrainConfig, datasets=None, model: torch.nn.Module | None = None)
 
             from .._common import atomic_path
 
-            with atomic_path(out / INJECTED_MODEL_FILE) as tmp:
+            with atomic_path(out / RunFolder.INJECTED_MODEL_FILE) as tmp:
                 save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
         else:
             save_model(model, out / "model", model_args=_model_args(cfg, model))
@@ -472,7 +455,7 @@ def train(cfg: TrainConfig, datasets=None, model: torch.nn.Module | None = None)
 
             from .._common import atomic_path
 
-            with atomic_path(out / HOLEF_FILE) as tmp:
+            with atomic_path(out / RunFolder.HOLEF_FILE) as tmp:
                 save_file(
                     {k: v.detach().cpu().contiguous() for k, v in held_by_loss.state_dict().items()}, str(tmp)
                 )

@@ -7,137 +7,29 @@ table (unique photos); each sketch's target is the row of its ``photo_id`` in th
 from __future__ import annotations
 
 import datetime as _dt
-import inspect
 import json
-import platform
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .._common import atomic_write_bytes
+from ..data import load_fgsbir_pair
 from ..data.sampling import pair_index
-from ..data.transforms import ImageTable, ImageTransform, load_size_for, ten_crop_views
+from ..data.transforms import ImageTable, ImageTransform, load_size_for
+from ..embedding import embed_table, model_input_spec, retrieval_distance
 from ..metrics import retrieval_metrics
+from ..model_io import load_model
+from ..run_folder import RunFolder
+from ..runtime import describe_device, git_commit, resolve_device
 
 __all__ = [
-    "model_input_spec",
-    "forward_embed",
-    "embed_table",
-    "retrieval_distance",
     "split_distances",
     "evaluate_split",
-    "describe_device",
-    "git_commit",
     "write_eval_report",
-    "resolve_checkpoint",
-    "load_run_distance",
     "run_eval",
 ]
-
-
-def model_input_spec(model: torch.nn.Module, image_size: int | None = None) -> dict[str, Any]:
-    """The model's expected input: ``in_chans``, ``image_size`` (pixels), ``mean``, ``std``, ``crop_pct``.
-
-    Read from ``timm.data.resolve_model_data_config(model)``; ``image_size`` overrides the side.
-    """
-    import timm.data
-
-    cfg = timm.data.resolve_model_data_config(model)
-    c, h, w = cfg["input_size"]
-    size = int(image_size) if image_size is not None else int(max(h, w))
-    return {
-        "in_chans": int(c),
-        "image_size": size,
-        "mean": tuple(float(x) for x in cfg["mean"]),
-        "std": tuple(float(x) for x in cfg["std"]),
-        "crop_pct": float(cfg.get("crop_pct") or 0.875),
-    }
-
-
-def _accepts_modality(model: torch.nn.Module) -> bool:
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-    return "modality" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def forward_embed(model: torch.nn.Module, x: torch.Tensor, modality: str | None) -> torch.Tensor:
-    """``model(x, modality=...)`` for DSSA-style models, ``model(x)`` for plain timm trunks: ``[B, D]``."""
-    if modality is not None and _accepts_modality(model):
-        return model(x, modality=modality)
-    return model(x)
-
-
-@torch.no_grad()
-def embed_table(
-    model: torch.nn.Module,
-    table: ImageTable,
-    transform: ImageTransform,
-    modality: str | None,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    views: int = 1,
-    autocast_dtype: torch.dtype | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
-    """Embeddings ``[N, D]`` (float32, CPU) of every image of ``table``, in eval mode.
-
-    ``views=10`` averages the embeddings of the paper's 10 crops (4 corners + centre, and their
-    flips) of each image; ``views=1`` uses the centre crop.
-    """
-    if views not in (1, 10):
-        raise ValueError(f"views must be 1 (centre crop) or 10 (corners + centre, and flips), got {views}.")
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    out = []
-    bar = tqdm(
-        total=len(table), unit="img", desc=f"embedding {modality}s", disable=not progress, file=sys.stderr
-    )
-    try:
-        for start in range(0, len(table), batch_size):
-            idx = range(start, min(start + batch_size, len(table)))
-            if views == 1:
-                x = torch.stack([transform(table[i]) for i in idx])
-            else:
-                x = torch.stack(
-                    [transform.normalize(ten_crop_views(table[i], transform.image_size)) for i in idx]
-                )
-                x = x.flatten(0, 1)  # [B*10, C, S, S]
-            x = x.to(device, non_blocking=True)
-            with torch.autocast(
-                device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
-            ):
-                e = forward_embed(model, x, modality)
-            e = e.float()
-            if views == 10:
-                e = F.normalize(e, dim=-1).view(-1, 10, e.shape[-1]).mean(dim=1)
-            out.append(e.cpu())
-            bar.update(len(idx))
-    finally:
-        bar.close()
-        model.train(was_training)
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def retrieval_distance(sketch_emb: torch.Tensor, photo_emb: torch.Tensor, distance=None) -> torch.Tensor:
-    """Distances ``[Nq, Ng]`` (smaller = closer) between sketch and photo embeddings.
-
-    ``distance`` is a PML distance (e.g. the model's HOLEF distance); None means the Euclidean
-    distance between L2-normalised embeddings, which ranks exactly as cosine similarity does.
-    A similarity (``is_inverted``) is negated so smaller is always closer.
-    """
-    if distance is None:
-        return torch.cdist(F.normalize(sketch_emb.double(), dim=-1), F.normalize(photo_emb.double(), dim=-1))
-    mat = distance(sketch_emb, photo_emb)
-    return -mat if getattr(distance, "is_inverted", False) else mat
 
 
 def split_distances(
@@ -206,32 +98,6 @@ def evaluate_split(model: torch.nn.Module, sketches, photos, **kwargs: Any) -> d
     }
 
 
-def describe_device(device: torch.device | str) -> str:
-    """A human description: the GPU name, or the CPU model and core count."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"GPU: {torch.cuda.get_device_name(device)}"
-    import os
-
-    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-
-
-def git_commit() -> str | None:
-    """The commit of the source checkout the package runs from, or None outside a git checkout."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def write_eval_report(path: str | Path, result: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """Write ``eval_<split>.json`` atomically: metrics + provenance (device, date, commit, command)."""
     report = {
@@ -245,38 +111,6 @@ def write_eval_report(path: str | Path, result: dict[str, Any], **fields: Any) -
     report.setdefault("command", " ".join(["fgsbir", *sys.argv[1:]]))
     atomic_write_bytes(path, (json.dumps(report, indent=2) + "\n").encode())
     return report
-
-
-def load_run_distance(run_dir: str | Path, model: torch.nn.Module):
-    """The distance a run ranks with: ``model.distance`` (HOLEF inside the model), else a HOLEF W
-    saved beside ``model/`` by a plain timm trunk trained with ``--loss holef``, else None (Euclidean)."""
-    if getattr(model, "distance", None) is not None:
-        return model.distance
-    from .engine import HOLEF_FILE
-
-    path = Path(run_dir) / HOLEF_FILE
-    if not path.is_file():
-        return None
-    from safetensors.torch import load_file
-
-    from ..holef import HOLEFDistance
-
-    distance = HOLEFDistance(model.num_features)
-    distance.load_state_dict(load_file(str(path)))
-    return distance.eval()
-
-
-def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, Path]:
-    """(run folder, model folder) for a run folder or a model folder; FileNotFoundError otherwise."""
-    path = Path(checkpoint)
-    if (path / "model" / "config.json").is_file():
-        return path, path / "model"
-    if (path / "config.json").is_file():
-        return (path.parent if path.name == "model" else path), path
-    raise FileNotFoundError(
-        f"{path} is neither a run folder (with model/) nor a model folder (with config.json); "
-        "pass the --out folder of `fgsbir train`."
-    )
 
 
 def run_eval(
@@ -297,18 +131,13 @@ def run_eval(
 
     ``datasets`` optionally gives ``(sketches, photos)`` DatasetDicts instead of ``load_fgsbir``.
     """
-    from ..model_io import load_model
-    from .engine import resolve_device
-
-    run_dir, model_dir = resolve_checkpoint(checkpoint)
+    run, model_dir = RunFolder.resolve(checkpoint)
     dev = resolve_device(device)
     if datasets is None:
         if data_dir is not None and not Path(data_dir).is_dir():
             raise FileNotFoundError(
                 f"data directory {data_dir} does not exist; pass --data-dir pointing at the dataset."
             )
-        from ..data import load_fgsbir_pair
-
         datasets = load_fgsbir_pair(data, data_dir, **dict(data_kwargs or {}))
     sketches, photos = datasets
     if split not in sketches or split not in photos:
@@ -322,9 +151,9 @@ def run_eval(
         batch_size=batch_size,
         device=dev,
         views=views,
-        distance=load_run_distance(run_dir, model),
+        distance=run.load_distance(model),
     )
-    path = Path(out) if out is not None else run_dir / f"eval_{split}.json"
+    path = Path(out) if out is not None else run.eval_report_path(split)
     report = write_eval_report(
         path,
         result,

@@ -1,0 +1,166 @@
+"""The run folder: what ``fgsbir train --out DIR`` writes there, and how such a folder is recognised.
+
+Every module that reads or writes a run folder (training, evaluation, embedding, search, publishing,
+the benchmarks) goes through :class:`RunFolder`, so the layout is written down once::
+
+    DIR/
+      run_config.json              the TrainConfig the run was started with
+      log.jsonl, log.csv           one record per logged step and per epoch (csv optional)
+      tensorboard/                 optional
+      model/                       the best model (validation split), a timm ``local-dir:`` folder
+      holef_distance.safetensors   HOLEF W of a model that cannot hold it (a plain timm trunk)
+      model_state.safetensors      the best weights of a model passed to ``train(model=...)``
+      state/                       the resumable training state (see ``train.checkpoint``)
+      eval_<split>.json            reports written by ``fgsbir eval``
+
+A *model folder* (``config.json`` + ``model.safetensors``) may be given wherever a run folder is:
+:meth:`RunFolder.resolve` accepts either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+__all__ = ["RunFolder", "MODEL_CONFIG"]
+
+MODEL_CONFIG = "config.json"  # the file that makes a folder a timm model folder
+
+
+class RunFolder:
+    """Paths of one run folder. Cheap to build; touches the disk only in the methods that say so."""
+
+    RUN_CONFIG = "run_config.json"
+    LOG = "log.jsonl"
+    LOG_CSV = "log.csv"
+    TENSORBOARD = "tensorboard"
+    MODEL = "model"
+    STATE = "state"
+    # HOLEF W of a model that cannot hold it (a plain timm trunk trained with the HOLEF loss).
+    HOLEF_FILE = "holef_distance.safetensors"
+    # The best weights of a model passed to train(model=...): a state dict, since such a model (the
+    # CLIP baseline) need not be a timm model that model_io can rebuild from config.json.
+    INJECTED_MODEL_FILE = "model_state.safetensors"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    # -- paths ------------------------------------------------------------------------------------
+
+    @property
+    def run_config_path(self) -> Path:
+        return self.path / self.RUN_CONFIG
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / self.LOG
+
+    @property
+    def log_csv_path(self) -> Path:
+        return self.path / self.LOG_CSV
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / self.TENSORBOARD
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / self.MODEL
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path / self.STATE
+
+    @property
+    def holef_path(self) -> Path:
+        return self.path / self.HOLEF_FILE
+
+    @property
+    def injected_model_path(self) -> Path:
+        return self.path / self.INJECTED_MODEL_FILE
+
+    def eval_report_path(self, split: str) -> Path:
+        return self.path / f"eval_{split}.json"
+
+    # -- what is there ----------------------------------------------------------------------------
+
+    def eval_report_paths(self) -> list[Path]:
+        """The ``eval_<split>.json`` reports, sorted by name."""
+        return sorted(self.path.glob("eval_*.json"))
+
+    def holds_run(self) -> bool:
+        """True when a training run has written its state or a model here (a new run must not start)."""
+        return self.state_dir.exists() or self.model_dir.exists() or self.injected_model_path.exists()
+
+    def has_model(self) -> bool:
+        """True when ``model/`` is a complete timm model folder."""
+        return (self.model_dir / MODEL_CONFIG).is_file()
+
+    def stale_state_folders(self) -> list[Path]:
+        """Half-written ``.state.*`` folders of a run killed mid-save (the parked ``.state.old`` is kept)."""
+        return [
+            p for p in self.path.glob(f".{self.STATE}.*") if p.is_dir() and p.name != f".{self.STATE}.old"
+        ]
+
+    def read_run_config(self) -> dict[str, Any]:
+        """``run_config.json`` as a dict; a clear error when it is missing or not a JSON object."""
+        path = self.run_config_path
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{self.path} has no {self.RUN_CONFIG}; pass the --out folder of `fgsbir train`."
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{path} is not valid JSON ({err.msg}); restore it or start a new run."
+            ) from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object; restore it or start a new run.")
+        return data
+
+    # -- resolution -------------------------------------------------------------------------------
+
+    @classmethod
+    def resolve(cls, checkpoint: str | os.PathLike) -> tuple[RunFolder, Path]:
+        """(run folder, model folder) for a run folder or a model folder; FileNotFoundError otherwise.
+
+        A model folder named ``model`` belongs to the run folder above it; any other model folder is
+        its own run folder (it then has no records beside it).
+        """
+        path = Path(checkpoint)
+        if (path / cls.MODEL / MODEL_CONFIG).is_file():
+            return cls(path), path / cls.MODEL
+        if (path / MODEL_CONFIG).is_file():
+            return cls(path.parent if path.name == cls.MODEL else path), path
+        raise FileNotFoundError(
+            f"{path} is neither a run folder (with model/) nor a model folder (with config.json); "
+            "pass the --out folder of `fgsbir train`."
+        )
+
+    def load_distance(self, model: torch.nn.Module):
+        """The distance this run ranks with: ``model.distance`` (HOLEF inside the model), else the HOLEF W
+        saved beside ``model/`` (a plain timm trunk trained with ``--loss holef``), else None (Euclidean)."""
+        if getattr(model, "distance", None) is not None:
+            return model.distance
+        if not self.holef_path.is_file():
+            return None
+        # Lazy: holef imports pytorch-metric-learning, which `fgsbir --help` should not pay for.
+        from .holef import HOLEFDistance
+
+        tensors = load_file(str(self.holef_path))
+        dim = next(iter(tensors.values())).shape[0]  # W (or its raw parameter) is [d, d]
+        distance = HOLEFDistance(dim, nonnegative="raw_weight" in tensors)
+        distance.load_state_dict(tensors)
+        return distance.eval()
