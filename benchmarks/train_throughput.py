@@ -60,7 +60,7 @@ def _create(name: str, image_size: int | None, **kwargs):
 def _step_fn(model, loss_name: str, device, precision: str, channels_last: bool):
     from pytorch_metric_learning import losses
 
-    from fgsbir_plugin.embedding import forward_embed
+    from fgsbir_plugin.embedding import embedding_dim, forward_embed
 
     if loss_name == "holef":
         from fgsbir_plugin.train.engine import _make_holef_loss
@@ -69,7 +69,7 @@ def _step_fn(model, loss_name: str, device, precision: str, channels_last: bool)
         if distance is None:
             from fgsbir_plugin.holef import HOLEFDistance
 
-            distance = HOLEFDistance(model.num_features)
+            distance = HOLEFDistance(embedding_dim(model))
         loss_fn = _make_holef_loss(distance, 0.2, 5e-4)
     else:
         loss_fn = losses.TripletMarginLoss(margin=0.2)

@@ -24,6 +24,7 @@ from .data.transforms import ImageTable, ImageTransform, load_size_for, ten_crop
 from .data.validate import IMAGE_EXTENSIONS
 
 __all__ = [
+    "embedding_dim",
     "model_input_spec",
     "forward_embed",
     "embed_table",
@@ -31,6 +32,17 @@ __all__ = [
     "embed_files",
     "retrieval_distance",
 ]
+
+
+def embedding_dim(model: torch.nn.Module) -> int:
+    """Width of ``model(x)``, the retrieval embedding: timm's ``head_hidden_size`` (the pooled pre-logits
+    width), else ``num_features`` for models that define only that (a plain embedder such as CLIP's)."""
+    width = getattr(model, "head_hidden_size", None) or getattr(model, "num_features", None)
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(
+            f"{type(model).__name__} declares no embedding width; give it head_hidden_size (timm) or num_features."
+        )
+    return width
 
 
 def model_input_spec(model: torch.nn.Module, image_size: int | None = None) -> dict[str, Any]:

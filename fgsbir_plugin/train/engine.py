@@ -29,7 +29,7 @@ import torch
 from .._common import atomic_write_bytes
 from ..data.sampling import PairBatchSampler, PairDataset, collate_pairs, pair_index
 from ..data.transforms import ImageTable, ImageTransform, load_size_for
-from ..embedding import forward_embed, model_input_spec
+from ..embedding import embedding_dim, forward_embed, model_input_spec
 from ..run_folder import RunFolder
 from ..runtime import resolve_device
 from . import ddp
@@ -117,7 +117,7 @@ def build_loss(
         if distance is None:
             from ..holef import HOLEFDistance
 
-            distance = HOLEFDistance(model.num_features)
+            distance = HOLEFDistance(embedding_dim(model))
         loss = _make_holef_loss(distance, cfg.margin, cfg.holef_lambda)
     miner = None
     if cfg.miner == "batch-hard":
