@@ -41,12 +41,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import faiss
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from fgsbir_plugin.search import GalleryIndex  # noqa: E402
+from fgsbir_plugin.search import GalleryIndex
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -115,32 +114,37 @@ def add_in_chunks(index: GalleryIndex, p: torch.Tensor, chunk: int = 100_000) ->
     return time.perf_counter() - t
 
 
-def run_size(n, args, results, not_run):
-    d, nq, k = args.dim, args.queries, 10
-    print(f"== N={n:,} d={d} queries={nq}", flush=True)
-    p, s, W = make_data(n, d, nq)
-    data_bytes = n * d * 4
-    t_gt, (_, truth) = timed(lambda: brute_force_holef(s, p, W, k, dtype=torch.float64))
-    truth = truth.numpy()
-    print(f"   ground truth (float64 brute force) {t_gt:.1f}s", flush=True)
+class Recorder:
+    """Appends one result row per measured method to ``results`` and prints it.
 
-    def record(method, seconds, ids, **extra):
+    Recall@10 is measured against ``truth`` ``[nq, 10]`` (the float64 HOLEF top-10) unless a row
+    brings its own.
+    """
+
+    def __init__(self, size: int, dim: int, truth: np.ndarray, results: list) -> None:
+        self.size, self.dim, self.truth, self.results = size, dim, truth, results
+
+    def __call__(self, method, seconds, ids, truth=None, **extra):
+        nq = len(self.truth)
+        truth = self.truth if truth is None else truth
         row = {
-            "size": n,
-            "dim": d,
+            "size": self.size,
+            "dim": self.dim,
             "method": method,
             "queries": nq,
             "qps": nq / seconds,
             "recall@10": recall(np.asarray(ids), truth),
             **extra,
         }
-        results.append(row)
+        self.results.append(row)
         print(
             f"   {method:28s} qps {row['qps']:10.1f}  recall@10 {row['recall@10']:.4f}  {extra}", flush=True
         )
 
-    # The exact methods are timed round-robin (one query batch each per round, best round kept) so
-    # that load from other jobs on a shared machine hits them alike and the ratios stay comparable.
+
+def time_exact(p, s, W, k, repeats, record) -> None:
+    """Brute-force torch HOLEF, faiss Flat HOLEF and faiss Flat L2 on the CPU."""
+    d = p.shape[1]
     flat = {metric: GalleryIndex(d, metric, W=W if metric == "holef" else None) for metric in ("holef", "l2")}
     builds = {metric: add_in_chunks(index, p) for metric, index in flat.items()}
     methods = {
@@ -148,9 +152,11 @@ def run_size(n, args, results, not_run):
         "faiss_flat_holef": lambda index=flat["holef"]: index.search(s.numpy(), k)[1],
         "faiss_flat_l2": lambda index=flat["l2"]: index.search(s.numpy(), k)[1],
     }
+    # Timed round-robin (one query batch each per round, best round kept) so that load from other
+    # jobs on a shared machine hits the methods alike and their ratios stay comparable.
     best = dict.fromkeys(methods, float("inf"))
     found = {}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, fn in methods.items():
             sec, found[name] = timed(fn)
             best[name] = min(best[name], sec)
@@ -159,7 +165,7 @@ def run_size(n, args, results, not_run):
         best["torch_bruteforce_holef"],
         found["torch_bruteforce_holef"],
         device="cpu",
-        index_bytes=data_bytes,
+        index_bytes=p.numel() * 4,
     )
     for metric, index in flat.items():
         record(
@@ -170,87 +176,74 @@ def run_size(n, args, results, not_run):
             build_s=builds[metric],
             index_bytes=len(index) * index.index_dim * 4,
         )
-    flat.clear()
-    methods.clear()
-    gc.collect()
-    if torch.cuda.is_available():
-        p_gpu = p.cuda()
-        brute_force_holef(s, p_gpu, W, k, device="cuda")  # warm up
+
+
+def time_gpu(p, s, W, k, repeats, record) -> None:
+    """Brute-force torch HOLEF on the GPU."""
+    p_gpu = p.cuda()
+    brute_force_holef(s, p_gpu, W, k, device="cuda")  # warm up
+    torch.cuda.synchronize()
+
+    def gpu():
+        out = brute_force_holef(s, p_gpu, W, k, device="cuda")
         torch.cuda.synchronize()
+        return out
 
-        def gpu():
-            out = brute_force_holef(s, p_gpu, W, k, device="cuda")
-            torch.cuda.synchronize()
-            return out
+    sec, (_, ids) = timed(gpu, repeats=repeats)
+    record(
+        "torch_bruteforce_holef",
+        sec,
+        ids.numpy(),
+        device=torch.cuda.get_device_name(),
+        index_bytes=p.numel() * 4,
+    )
 
-        sec, (_, ids) = timed(gpu, repeats=args.repeats)
-        record(
-            "torch_bruteforce_holef",
-            sec,
-            ids.numpy(),
-            device=torch.cuda.get_device_name(),
-            index_bytes=data_bytes,
-        )
-        del p_gpu
-        torch.cuda.empty_cache()
 
-    if n in args.hnsw_sizes:
-        for mips in ("l2", "ip"):
-            index = GalleryIndex(d, "holef", W=W, spec="HNSW32", mips=mips)
-            build = add_in_chunks(index, p)
-            nbytes = int(len(_serialize(index)))
-            for ef in args.ef_search:
-                index.set_search_params(efSearch=ef)
-                sec, (_, ids) = timed(lambda index=index: index.search(s.numpy(), k), repeats=args.repeats)
-                record(
-                    f"faiss_hnsw32_holef_{mips}",
-                    sec,
-                    ids,
-                    device="cpu",
-                    efSearch=ef,
-                    build_s=build,
-                    index_bytes=nbytes,
-                )
-            del index
-            gc.collect()
-        # the same graph index with cosine, recall against exact cosine: how hard the data itself is
-        exact = GalleryIndex(d, "cosine")
-        exact.add(p.numpy())
-        _, cos_truth = exact.search(s.numpy(), k)
-        del exact
-        index = GalleryIndex(d, "cosine", spec="HNSW32")
+def time_hnsw(p, s, W, k, args, record) -> None:
+    """HNSW32 HOLEF in both MIPS forms, and HNSW32 cosine against exact cosine, at each efSearch."""
+    d = p.shape[1]
+    # the same graph index with cosine, recall against exact cosine: how hard the data itself is
+    exact = GalleryIndex(d, "cosine")
+    exact.add(p.numpy())
+    _, cos_truth = exact.search(s.numpy(), k)
+    del exact
+    variants = [
+        ("faiss_hnsw32_holef_l2", dict(metric="holef", W=W, mips="l2"), None),
+        ("faiss_hnsw32_holef_ip", dict(metric="holef", W=W, mips="ip"), None),
+        ("faiss_hnsw32_cosine (recall vs exact cosine)", dict(metric="cosine"), cos_truth),
+    ]
+    for method, kwargs, truth in variants:
+        index = GalleryIndex(d, spec="HNSW32", **kwargs)
         build = add_in_chunks(index, p)
         nbytes = int(len(_serialize(index)))
         for ef in args.ef_search:
             index.set_search_params(efSearch=ef)
             sec, (_, ids) = timed(lambda index=index: index.search(s.numpy(), k), repeats=args.repeats)
-            row = {
-                "size": n,
-                "dim": d,
-                "method": "faiss_hnsw32_cosine (recall vs exact cosine)",
-                "queries": nq,
-                "qps": nq / sec,
-                "recall@10": recall(ids, cos_truth),
-                "device": "cpu",
-                "efSearch": ef,
-                "build_s": build,
-                "index_bytes": nbytes,
-            }
-            results.append(row)
-            print(
-                f"   {row['method']:28s} qps {row['qps']:10.1f}  recall@10 {row['recall@10']:.4f}  ef {ef}",
-                flush=True,
-            )
+            record(method, sec, ids, truth, device="cpu", efSearch=ef, build_s=build, index_bytes=nbytes)
         del index
         gc.collect()
+
+
+def run_size(n, args, results, not_run):
+    d, nq, k = args.dim, args.queries, 10
+    print(f"== N={n:,} d={d} queries={nq}", flush=True)
+    p, s, W = make_data(n, d, nq)
+    t_gt, (_, truth) = timed(lambda: brute_force_holef(s, p, W, k, dtype=torch.float64))
+    print(f"   ground truth (float64 brute force) {t_gt:.1f}s", flush=True)
+    record = Recorder(n, d, truth.numpy(), results)
+    time_exact(p, s, W, k, args.repeats, record)
+    gc.collect()
+    if torch.cuda.is_available():
+        time_gpu(p, s, W, k, args.repeats, record)
+        torch.cuda.empty_cache()  # the gallery copy on the GPU went with time_gpu
+    if n in args.hnsw_sizes:
+        time_hnsw(p, s, W, k, args, record)
     else:
         not_run.append({"size": n, "method": "faiss_hnsw32_holef", "reason": args.hnsw_reason})
     print(f"   peak RSS so far {peak_rss_gib():.2f} GiB", flush=True)
 
 
 def _serialize(index: GalleryIndex):
-    import faiss
-
     return faiss.serialize_index(index._index)
 
 
@@ -307,8 +300,6 @@ def main(argv=None) -> int:
         "--merge", action="store_true", help="append to an existing OUT.json instead of replacing it"
     )
     args = parser.parse_args(argv)
-    import faiss
-
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     results, not_run = [], []

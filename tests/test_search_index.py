@@ -8,7 +8,12 @@ import torch
 
 pytest.importorskip("faiss")
 
-from fgsbir_plugin.search import GalleryIndex  # noqa: E402
+from fgsbir_plugin.search import (  # noqa: E402
+    GalleryIndex,
+    holef_gallery_vectors,
+    holef_query_vectors,
+    inputs,
+)
 
 
 def naive_holef(s: np.ndarray, p: np.ndarray, W: np.ndarray) -> np.ndarray:
@@ -44,6 +49,17 @@ def test_naive_reference_matches_closed_form(d):
     s, p, W = rng.standard_normal((3, d)), rng.standard_normal((4, d)), random_indefinite(d, rng)
     closed = ((s * s) @ W.sum(1))[:, None] + ((p * p) @ W.sum(0))[None] - 2 * s @ W @ p.T
     np.testing.assert_allclose(naive_holef(s, p, W), closed, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.3])
+def test_inner_product_vectors_give_the_holef_energy(alpha):
+    rng = np.random.default_rng(8)
+    d = 9
+    s, p, W = rng.standard_normal((5, d)), rng.standard_normal((7, d)), random_indefinite(d, rng)
+    q, const = holef_query_vectors(s, W, alpha)
+    v = holef_gallery_vectors(p, W, alpha)
+    assert q.shape == (5, d + 1) and v.shape == (7, d + 1) and const.shape == (5,)
+    np.testing.assert_allclose(const[:, None] - q @ v.T, naive_holef(s, p, W), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("as_type", ["numpy", "torch", "weight_matrix"])
@@ -198,8 +214,6 @@ def test_ivf_holef_with_all_lists_probed_is_exact():
 
 @pytest.mark.parametrize("spec", ["Flat", "IVF2,Flat"])
 def test_chunked_conversion_gives_the_same_index(monkeypatch, spec):
-    import fgsbir_plugin.search.index as index_module
-
     rng = np.random.default_rng(7)
     d = 6
     W = random_indefinite(d, rng)
@@ -213,10 +227,10 @@ def test_chunked_conversion_gives_the_same_index(monkeypatch, spec):
         return index
 
     whole = build()
-    monkeypatch.setattr(index_module, "_CHUNK", 7)
+    monkeypatch.setattr(inputs, "CHUNK", 7)
     chunked = build()
-    assert (chunked._alpha, chunked._max_sq_norm) == pytest.approx(
-        (whole._alpha, whole._max_sq_norm), rel=1e-12
+    assert (chunked._holef.alpha, chunked._holef.max_sq_norm) == pytest.approx(
+        (whole._holef.alpha, whole._holef.max_sq_norm), rel=1e-12
     )
     for a, b in zip(whole.search(s, 4), chunked.search(s, 4)):
         np.testing.assert_allclose(a, b, rtol=1e-6)

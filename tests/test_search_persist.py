@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+
 import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("faiss")
+faiss = pytest.importorskip("faiss")
 
-from fgsbir_plugin.search import GalleryIndex  # noqa: E402
+from fgsbir_plugin.search import GalleryIndex, index_file  # noqa: E402
 
 
 class TinyModel(torch.nn.Module):
@@ -110,3 +113,71 @@ def test_mismatches_are_clear_errors(tmp_path, holef_index):
     cos.add(np.ones((1, 6)))
     with pytest.raises(ValueError, match="has no W to compare"):
         GalleryIndex.load(cos.save(tmp_path / "c.index"), expect={"W": W})
+
+
+class FixedModel(torch.nn.Module):
+    """A model whose weights are written out, so its fingerprint never depends on an RNG."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(3, 4)
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.arange(12.0).reshape(4, 3) / 10)
+            self.proj.bias.copy_(torch.tensor([0.5, -0.5, 0.25, 0.0]))
+        self.pretrained_cfg = {"architecture": "tiny_fixed"}
+
+
+class FixedClock(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+
+
+# sha256 of the files written for the fixed indexes below. Index files on disk hold exactly these
+# bytes, so a writer that changes them makes those files unreadable or different: change the
+# format only together with index_file.FORMAT_VERSION and a reader for the version before it.
+WRITTEN_SHA256 = {
+    "holef_ip": "f422597d80cc841018e044c42b429a110d0aa7cefc176cbc0d5f278a05bb10bd",
+    "holef_l2": "b812109eba72e3f1bed03b2d235a173cb6935f57240fe4dca7b0f6d0f00b4fec",
+    "cosine": "f756e3a1d8ac1d547930de3cb0b47dc8fdc8a0e5c2f34b372c88b773eb050605",
+}
+
+
+def test_written_bytes_are_those_of_the_file_format(tmp_path, monkeypatch):
+    # the creation time and the faiss version are the only fields that vary between writers
+    monkeypatch.setattr(index_file, "datetime", FixedClock)
+    monkeypatch.setattr(faiss, "__version__", "0.0.0-test")
+    d = 4
+    p = (np.arange(24, dtype=np.float64).reshape(6, d) - 11) / 7
+    W = np.eye(d) + 0.1 * (np.arange(16).reshape(d, d) % 5 - 2)
+    holef_ip = GalleryIndex(d, "holef", W=W, model=FixedModel())
+    holef_ip.add(p, [f"photos/{i}.png" for i in range(6)])
+    holef_ip.remove(["photos/3.png"])
+    holef_l2 = GalleryIndex(d, "holef", W=W, mips="l2")
+    holef_l2.add(p)
+    cosine = GalleryIndex(d, "cosine")
+    cosine.add(p, np.array([5, 7, 9, 11, 13, 15]))
+    written = {
+        "holef_ip": holef_ip.save(tmp_path / "a.index", extra={"photos_root": "/data/photos"}),
+        "holef_l2": holef_l2.save(tmp_path / "b.index"),
+        "cosine": cosine.save(tmp_path / "c.index"),
+    }
+    assert {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in written.items()} == (
+        WRITTEN_SHA256
+    )
+
+
+def test_load_checks_the_header_as_the_constructor_checks_arguments(tmp_path, holef_index):
+    header, sections = index_file.read_index_file(holef_index[0].save(tmp_path / "g.index"))
+    bad = tmp_path / "bad.index"
+    stripped = {k: v for k, v in header.items() if k not in ("format_version", "kind", "created", "sections")}
+    # checksums intact, settings wrong: the constructor refuses them as it refuses a caller's
+    index_file.write_index_file(bad, {**stripped, "metric": "dot"}, list(sections.items()))
+    with pytest.raises(ValueError, match="metric must be one of"):
+        GalleryIndex.load(bad)
+    index_file.write_index_file(bad, {**stripped, "index_dim": 99}, list(sections.items()))
+    with pytest.raises(ValueError, match="corrupted: its faiss index does not match its header"):
+        GalleryIndex.load(bad)
+    index_file.write_index_file(bad, {**stripped, "size": 3}, list(sections.items()))
+    with pytest.raises(ValueError, match="header says 3 photos, the index holds 49"):
+        GalleryIndex.load(bad)

@@ -1,6 +1,28 @@
-"""Gallery search with faiss: cosine, squared L2, and exact HOLEF as a maximum-inner-product search."""
+"""Gallery search with faiss: cosine, squared L2, and exact HOLEF as a maximum-inner-product search.
 
-from .index import GalleryIndex, holef_gallery_vectors, holef_query_vectors
-from .knn import GalleryKNN
+``GalleryIndex`` (:mod:`.index`) is the index; :mod:`.holef_mips` holds the HOLEF algebra,
+:mod:`.faiss_params` the faiss side, :mod:`.photo_ids` the id mapping, :mod:`.index_file` the file
+format, and :mod:`.knn` a pytorch-metric-learning ``knn_func``.
+"""
 
-__all__ = ["GalleryIndex", "GalleryKNN", "holef_gallery_vectors", "holef_query_vectors"]
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "GalleryIndex": ".index",
+    "GalleryKNN": ".knn",
+    "holef_gallery_vectors": ".holef_mips",
+    "holef_query_vectors": ".holef_mips",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    # Lazy: `fgsbir` imports search.cli at start-up, which must not pay for numpy, torch and faiss.
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,68 +1,99 @@
-"""``fgsbir index build`` and ``fgsbir search``: embed a photo folder into a gallery index, query it with a sketch."""
+"""``fgsbir index build`` and ``fgsbir search``: embed a photo folder into a gallery index, query it with a sketch.
+
+An index built here records the run or model folder and the photo folder it was built from (in its
+header's ``extra``), so ``fgsbir search INDEX SKETCH`` finds the model by itself, and
+``fgsbir index build --out INDEX`` with nothing else rebuilds an index from the same model and
+photos with the same settings. ``--checkpoint`` overrides the recorded folder.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-import torch
+from .faiss_params import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, METRICS
 
-from .index import METRICS, GalleryIndex
+# `fgsbir --help` must answer at once, so torch, timm, faiss and PIL (and the package modules that
+# import them) are imported inside the command functions below, not here.
 
-__all__ = ["register", "write_contact_sheet"]
+__all__ = ["register", "run_build", "run_search", "write_contact_sheet"]
+
+DEFAULT_METRIC = "auto"
+DEFAULT_SPEC = "Flat"
+_MODEL = "run or model folder"
 
 
 def register(subparsers) -> None:
     index = subparsers.add_parser("index", help="build a searchable gallery index from a folder of photos")
     index_sub = index.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+    _add_build(index_sub)
+    _add_search(subparsers)
+
+
+def _add_build(index_sub) -> None:
     build = index_sub.add_parser(
         "build",
         help="embed every photo under a folder and write a gallery index file",
-        description="Embed every image under --photos with the model and write one gallery index file.",
+        description="Embed every image under --photos with the model and write one gallery index file. "
+        "When --out names an index already, options left out come from it: its model and photo folder, "
+        "and, when the model comes from it too, its metric, spec and search parameters (a rebuild).",
     )
-    build.add_argument(
-        "--checkpoint", required=True, type=Path, help="a run folder (uses its model/) or a model folder"
-    )
-    build.add_argument("--photos", required=True, type=Path, help="folder of photos, searched recursively")
+    build.add_argument("--checkpoint", type=Path, help="a run folder (uses its model/) or a model folder")
+    build.add_argument("--photos", type=Path, help="folder of photos, searched recursively")
     build.add_argument("--out", required=True, type=Path, help="index file to write, e.g. gallery.index")
     build.add_argument(
         "--metric",
-        default="auto",
-        choices=("auto", *METRICS),
-        help="auto: holef when the model has a learned HOLEF distance, else cosine",
+        choices=(DEFAULT_METRIC, *METRICS),
+        help=f"default {DEFAULT_METRIC}: holef when the model has a learned HOLEF distance, else cosine",
     )
     build.add_argument(
-        "--spec", default="Flat", help="faiss index_factory spec: Flat (exact), HNSW32, IVF1024,Flat, ..."
+        "--spec",
+        help=f"faiss index_factory spec: Flat (exact), HNSW32, IVF1024,Flat, ... (default {DEFAULT_SPEC})",
     )
     build.add_argument("--batch-size", type=int, default=64)
     build.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1, ...")
     _add_search_param_args(build)
     build.set_defaults(func=run_build)
 
+
+def _add_search(subparsers) -> None:
     search = subparsers.add_parser(
         "search",
         help="find the photos closest to a sketch in a gallery index",
-        description="Embed a sketch with the model and print the k closest photos of the index, closest first.",
+        description="Embed a sketch with the model the index was built with and print the k closest "
+        "photos of the index, closest first.",
     )
-    search.add_argument("--index", required=True, type=Path, help="file written by `fgsbir index build`")
     search.add_argument(
-        "--checkpoint", required=True, type=Path, help="the run or model folder the index was built with"
+        "index", nargs="?", type=Path, metavar="INDEX", help="file written by `fgsbir index build`"
     )
-    search.add_argument("--sketch", required=True, type=Path, help="sketch image")
+    search.add_argument("sketch", nargs="?", type=Path, metavar="SKETCH", help="sketch image")
     search.add_argument("-k", type=int, default=10, help="number of photos to return (default 10)")
+    search.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="the run or model folder to embed the sketch with (default: the one the index records)",
+    )
     search.add_argument(
         "--contact-sheet", type=Path, help="also write the sketch and its top-k photos to this PNG"
     )
     search.add_argument("--device", default="auto")
+    # The flag spelling of INDEX and SKETCH, which scripts and the README use.
+    search.add_argument("--index", dest="index_flag", type=Path, metavar="INDEX", help="same as INDEX")
+    search.add_argument("--sketch", dest="sketch_flag", type=Path, metavar="SKETCH", help="same as SKETCH")
     _add_search_param_args(search)
     search.set_defaults(func=run_search)
 
 
 def _add_search_param_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--ef-search", type=int, help="HNSW specs: candidates explored per query (default 128)"
+        "--ef-search",
+        type=int,
+        help=f"HNSW specs: candidates explored per query (default {DEFAULT_EF_SEARCH})",
     )
-    parser.add_argument("--nprobe", type=int, help="IVF specs: lists visited per query (default 16)")
+    parser.add_argument(
+        "--nprobe", type=int, help=f"IVF specs: lists visited per query (default {DEFAULT_NPROBE})"
+    )
 
 
 def _search_params(args: argparse.Namespace) -> dict[str, int]:
@@ -70,7 +101,156 @@ def _search_params(args: argparse.Namespace) -> dict[str, int]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-# ----------------------------------------------------------------------------------------------
+# -- what an index records ------------------------------------------------------------------------
+
+
+def _recorded_folder(index_path: Path, header: dict[str, Any], key: str, option: str, what: str) -> Path:
+    """The folder ``extra[key]`` of an index header; a one-sentence error when it is missing or gone."""
+    recorded = header.get("extra", {}).get(key)
+    if not recorded:
+        raise ValueError(f"{index_path} does not record the {what} it was built from; pass {option}.")
+    folder = Path(recorded)  # a relative path is taken from the working directory
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{index_path} was built from {folder}, which is no longer there; "
+            f"pass {option} with the folder's new location."
+        )
+    return folder
+
+
+def _build_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """checkpoint, photos, metric, spec and search params of `index build`: the options given, then
+    what the index at ``--out`` records, then the defaults."""
+    settings = {
+        "checkpoint": args.checkpoint,
+        "photos": args.photos,
+        "metric": args.metric,
+        "spec": args.spec,
+        "params": _search_params(args),
+    }
+    if args.checkpoint is None or args.photos is None:
+        if not args.out.is_file():
+            raise ValueError(
+                f"pass --checkpoint and --photos: there is no index at {args.out} to take them from."
+            )
+        from .index import GalleryIndex
+
+        header = GalleryIndex.read_header(args.out)
+        if args.photos is None:
+            settings["photos"] = _recorded_folder(args.out, header, "photos_root", "--photos", "photo folder")
+        if args.checkpoint is None:
+            settings["checkpoint"] = _recorded_folder(args.out, header, "checkpoint", "--checkpoint", _MODEL)
+            settings["metric"] = args.metric or header["metric"]
+            if args.spec is None:
+                settings["spec"] = header["spec"]
+                settings["params"] = {**header["search_params"], **settings["params"]}
+    settings["metric"] = settings["metric"] or DEFAULT_METRIC
+    settings["spec"] = settings["spec"] or DEFAULT_SPEC
+    return settings
+
+
+def _search_inputs(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(index file, sketch file) from the positional arguments or their flag spelling."""
+    paths = []
+    for name in ("index", "sketch"):
+        positional, flag = getattr(args, name), getattr(args, f"{name}_flag")
+        if positional is not None and flag is not None and positional != flag:
+            raise ValueError(f"give the {name} once: {positional} and --{name} {flag} differ.")
+        if positional is None and flag is None:
+            raise ValueError(f"search needs the {name}: fgsbir search INDEX SKETCH [-k K].")
+        paths.append(positional or flag)
+    return paths[0], paths[1]
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def _load(checkpoint: Path, device):
+    """(model in eval mode, its HOLEF matrix ``[d, d]`` or None) of a run or model folder."""
+    from ..model_io import load_model
+    from ..run_folder import RunFolder
+
+    run, model_dir = RunFolder.resolve(checkpoint)
+    model = load_model(model_dir, device=device)
+    distance = run.load_distance(model)
+    if distance is None or not hasattr(distance, "weight_matrix"):
+        return model, None
+    return model, distance.weight_matrix().detach()
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from ..embedding import embed_files, list_images
+    from ..runtime import resolve_device
+    from .index import GalleryIndex
+
+    settings = _build_settings(args)
+    checkpoint, metric = settings["checkpoint"], settings["metric"]
+    device = resolve_device(args.device)
+    model, W = _load(checkpoint, device)
+    if metric == "auto":
+        metric = "holef" if W is not None else "cosine"
+    if metric == "holef" and W is None:
+        raise ValueError(
+            f"metric holef needs a model with a learned HOLEF distance, and {checkpoint} has none; "
+            "use --metric cosine or l2."
+        )
+    paths = list_images(settings["photos"])
+    root = settings["photos"].resolve()
+    emb = embed_files(model, paths, "photo", batch_size=args.batch_size, device=device, progress=True).numpy()
+    index = GalleryIndex(
+        emb.shape[1],
+        metric,
+        W=W if metric == "holef" else None,
+        spec=settings["spec"],
+        model=model,
+        **settings["params"],
+    )
+    if not index.is_trained:
+        index.train(emb)
+    index.add(emb, [p.resolve().relative_to(root).as_posix() for p in paths])
+    index.save(args.out, extra={"photos_root": str(root), "checkpoint": str(checkpoint.resolve())})
+    print(f"wrote {args.out}: {len(index)} photos, metric {metric}, spec {index.spec}, dim {index.dim}")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    index_path, sketch = _search_inputs(args)
+    if args.k < 1:
+        raise ValueError(f"-k must be positive, got {args.k}.")
+    from ..embedding import embed_files
+    from ..runtime import resolve_device
+    from .index import GalleryIndex
+
+    header = GalleryIndex.read_header(index_path)
+    checkpoint = args.checkpoint or _recorded_folder(index_path, header, "checkpoint", "--checkpoint", _MODEL)
+    if not sketch.is_file():
+        raise FileNotFoundError(f"sketch {sketch} does not exist.")
+    device = resolve_device(args.device)
+    model, W = _load(checkpoint, device)
+    if header["metric"] != "holef":
+        W = None
+    elif W is None:
+        raise ValueError(
+            f"{index_path} uses the HOLEF metric but {checkpoint} has no learned HOLEF distance; "
+            "pass the checkpoint the index was built with."
+        )
+    index = GalleryIndex.load(index_path, expect={"model": model, "W": W})
+    if _search_params(args):
+        index.set_search_params(**_search_params(args))
+    query = embed_files(model, [sketch], "sketch", batch_size=1, device=device).numpy()
+    dist, ids = index.search(query, min(args.k, max(len(index), 1)))
+    root = Path(index.extra.get("photos_root", "."))
+    results = [(root / str(i), float(d)) for i, d in zip(ids[0], dist[0]) if i is not None and i != -1]
+    print(f"# rank\tdistance ({index.metric})\tphoto")
+    for rank, (path, d) in enumerate(results, 1):
+        print(f"{rank}\t{d:.6g}\t{path}")
+    if args.contact_sheet:
+        write_contact_sheet(sketch, results, args.contact_sheet)
+        print(f"wrote {args.contact_sheet}")
+    return 0
+
+
+# -- contact sheet --------------------------------------------------------------------------------
 
 
 def _load_image(path: Path, mode: str):
@@ -81,87 +261,6 @@ def _load_image(path: Path, mode: str):
             return im.convert(mode)
     except (OSError, UnidentifiedImageError) as err:
         raise ValueError(f"cannot read image {path} ({err}); remove or fix the file.") from None
-
-
-def _load(checkpoint: Path, device: torch.device) -> torch.nn.Module:
-    from ..model_io import load_model
-    from ..run_folder import RunFolder
-
-    return load_model(RunFolder.resolve(checkpoint)[1], device=device)
-
-
-def _holef_matrix(model: torch.nn.Module):
-    distance = getattr(model, "distance", None)
-    if distance is None or not hasattr(distance, "weight_matrix"):
-        return None
-    return distance.weight_matrix().detach()
-
-
-def run_build(args: argparse.Namespace) -> int:
-    from ..embedding import embed_files, list_images
-    from ..runtime import resolve_device
-
-    device = resolve_device(args.device)
-    model = _load(args.checkpoint, device)
-    W = _holef_matrix(model)
-    metric = args.metric
-    if metric == "auto":
-        metric = "holef" if W is not None else "cosine"
-    if metric == "holef" and W is None:
-        raise ValueError(
-            f"metric holef needs a model with a learned HOLEF distance (model.distance), and {args.checkpoint} "
-            "has none; use --metric cosine or l2."
-        )
-    paths = list_images(args.photos)
-    root = args.photos.resolve()
-    emb = embed_files(model, paths, "photo", batch_size=args.batch_size, device=device, progress=True).numpy()
-    index = GalleryIndex(
-        emb.shape[1],
-        metric,
-        W=W if metric == "holef" else None,
-        spec=args.spec,
-        model=model,
-        **_search_params(args),
-    )
-    if not index.is_trained:
-        index.train(emb)
-    index.add(emb, [p.resolve().relative_to(root).as_posix() for p in paths])
-    index.save(args.out, extra={"photos_root": str(root), "checkpoint": str(args.checkpoint)})
-    print(f"wrote {args.out}: {len(index)} photos, metric {metric}, spec {args.spec}, dim {index.dim}")
-    return 0
-
-
-def run_search(args: argparse.Namespace) -> int:
-    if args.k < 1:
-        raise ValueError(f"-k must be positive, got {args.k}.")
-    from ..embedding import embed_files
-    from ..runtime import resolve_device
-
-    device = resolve_device(args.device)
-    model = _load(args.checkpoint, device)
-    header = GalleryIndex.read_header(args.index)
-    W = _holef_matrix(model) if header["metric"] == "holef" else None
-    if header["metric"] == "holef" and W is None:
-        raise ValueError(
-            f"{args.index} uses the HOLEF metric but {args.checkpoint} has no learned HOLEF distance; "
-            "pass the checkpoint the index was built with."
-        )
-    index = GalleryIndex.load(args.index, expect={"model": model, "W": W})
-    if _search_params(args):
-        index.set_search_params(**_search_params(args))
-    if not args.sketch.is_file():
-        raise FileNotFoundError(f"sketch {args.sketch} does not exist.")
-    query = embed_files(model, [args.sketch], "sketch", batch_size=1, device=device).numpy()
-    dist, ids = index.search(query, min(args.k, max(len(index), 1)))
-    root = Path(index.extra.get("photos_root", "."))
-    results = [(root / str(i), float(d)) for i, d in zip(ids[0], dist[0]) if i is not None and i != -1]
-    print(f"# rank\tdistance ({index.metric})\tphoto")
-    for rank, (path, d) in enumerate(results, 1):
-        print(f"{rank}\t{d:.6g}\t{path}")
-    if args.contact_sheet:
-        write_contact_sheet(args.sketch, results, args.contact_sheet)
-        print(f"wrote {args.contact_sheet}")
-    return 0
 
 
 def write_contact_sheet(sketch: Path, results: list[tuple[Path, float]], out: Path, thumb: int = 160) -> Path:
