@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from .errors import CLIError
+
 __all__ = ["build_parser", "main", "COMMAND_MODULES", "CLIError"]
 
 COMMAND_MODULES = (
@@ -19,10 +21,6 @@ COMMAND_MODULES = (
     "fgsbir_plugin.search.cli",  # index build, search
     "fgsbir_plugin.hub.cli",  # push, push-dataset
 )
-
-
-class CLIError(Exception):
-    """A user error: printed as one sentence, exit status 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

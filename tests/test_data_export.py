@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import types
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ from fgsbir_plugin.data import (
     load_fgsbir_pair,
     load_imagefolder,
     load_parquet,
-    push_to_hub,
     save_parquet,
 )
 
@@ -87,53 +85,6 @@ def test_parquet_round_trip(pair, tmp_path):
         save_parquet(sketches, photos, folder)
     with pytest.raises(ValueError, match="sketches DatasetDict first"):
         save_parquet(photos, sketches, tmp_path / "other")
-
-
-class FakeHfApi:
-    """Records calls and copies the uploaded folder, standing in for the network."""
-
-    def __init__(self, sink):
-        self.sink = sink
-        self.calls = []
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(("create_repo", repo_id, kwargs))
-
-    def repo_info(self, repo_id, **kwargs):
-        self.calls.append(("repo_info", repo_id, kwargs))
-        return types.SimpleNamespace(private=True)
-
-    def file_exists(self, repo_id, filename, **kwargs):
-        self.calls.append(("file_exists", repo_id, kwargs))
-        return False
-
-    def upload_folder(self, *, repo_id, folder_path, **kwargs):
-        self.calls.append(("upload_folder", repo_id, kwargs))
-        shutil.copytree(folder_path, self.sink)
-        return "commit-info"
-
-
-def test_push_to_hub_offline(pair, tmp_path):
-    sketches, photos = pair
-    api = FakeHfApi(tmp_path / "hub" / "me" / "chairs")
-    assert push_to_hub(sketches, photos, "me/chairs", private=True, token="hf_test", api=api) == "commit-info"
-    (c_name, c_repo, c_kw), *_, (u_name, u_repo, u_kw) = api.calls
-    assert (c_name, c_repo, c_kw["repo_type"], c_kw["private"]) == (
-        "create_repo",
-        "me/chairs",
-        "dataset",
-        True,
-    )
-    assert (u_name, u_repo, u_kw["repo_type"]) == ("upload_folder", "me/chairs", "dataset")
-    assert "# me/chairs" in (api.sink / "README.md").read_text()
-    for config, dd, col, key in (
-        ("sketches", sketches, "sketch", "sketch_id"),
-        ("photos", photos, "photo", "photo_id"),
-    ):
-        got = load_dataset(str(api.sink), config, cache_dir=str(tmp_path / "cache"))
-        assert_same(dd, got, col, key)
-    with pytest.raises(ValueError, match="owner/name"):
-        push_to_hub(sketches, photos, "a/b/c", token="hf_test", api=api)
 
 
 def test_imagefolder_round_trip(pair, tmp_path):

@@ -10,7 +10,15 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from fgsbir_plugin.data import PHOTO_FEATURES, SKETCH_FEATURES, load_fgsbir, load_fgsbir_pair
+from fgsbir_plugin.data import (
+    PHOTO_FEATURES,
+    SKETCH_FEATURES,
+    LenientSkipWarning,
+    SkipLog,
+    load_fgsbir,
+    load_fgsbir_pair,
+    pairs_folder,
+)
 from fgsbir_plugin.data.load import annotated_triplets, carve_validation
 from fgsbir_plugin.data.qmul_v1 import read_triplets
 
@@ -241,8 +249,6 @@ def test_qmul_v2_bad_entries(tmp_path, key, value, reason, match):
     with pytest.raises((ValueError, FileNotFoundError), match=match) as info:
         load_fgsbir("chairv2", root)
     assert "V2_Coordinate" in str(info.value) and "lenient=True" in str(info.value)
-    from fgsbir_plugin.data import SkipLog
-
     log = SkipLog()
     with pytest.warns(UserWarning, match="skipped 1 item"):
         sk = load_fgsbir("chairv2", root, lenient=True, skip_log=log)
@@ -289,8 +295,6 @@ def test_missing_folders_and_unknown_names(tmp_path):
     (tmp_path / "pf" / "photos").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="does not look like a known layout"):
         load_fgsbir(tmp_path / "pf")
-    from fgsbir_plugin.data import pairs_folder
-
     with pytest.raises(FileNotFoundError, match=r"sketch folder .*sketches is missing"):
         pairs_folder.read(tmp_path / "pf")
     with pytest.raises(FileNotFoundError, match="no ChairV2_Coordinate found"):
@@ -435,8 +439,6 @@ def test_hidden_files_ignored_and_paths_absolute(tmp_path, monkeypatch):
 
 
 def test_direct_reader_call_warns_its_skips(tmp_path):
-    from fgsbir_plugin.data import LenientSkipWarning, pairs_folder
-
     root = make_pairs_folder(tmp_path / "pf", photo_ids=("a", "b"), per_photo=1)
     sketch_image(1).save(root / "sketches" / "ghost_1.png")
     with pytest.warns(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import httpx2
 import huggingface_hub
@@ -13,6 +14,7 @@ import pytest
 import timm
 import torch
 import yaml
+from datasets import Dataset, DatasetDict
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import (
     HfHubHTTPError,
@@ -20,13 +22,18 @@ from huggingface_hub.errors import (
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
 )
+from PIL import Image, ImageDraw
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-import fgsbir_plugin.cli
+from fgsbir_plugin.cli import main
+from fgsbir_plugin.data.schema import PHOTO_FEATURES, SKETCH_FEATURES
 from fgsbir_plugin.holef import HOLEFDistance, holef_distance_matrix
 from fgsbir_plugin.hub import PublishError, build_model_folder, push_model, read_run_folder, render_model_card
-from fgsbir_plugin.model_io import save_model
+from fgsbir_plugin.model_io import load_model, save_model
+from fgsbir_plugin.train.config import TrainConfig
+from fgsbir_plugin.train.engine import train
+from fgsbir_plugin.train.evaluate import run_eval
 
 TOKEN = "hf_TESTsecretTOKEN0123456789abcdef"
 REPO = "my-lab/tiny-sbir"
@@ -63,22 +70,12 @@ RUN_CONFIG = {
 # --- a tiny timm model, registered for these tests only ------------------------------------------
 
 
-class _TestBilinear(nn.Module):
-    """Stand-in for HOLEFDistance while fgsbir_plugin.holef is absent: owns a W [d, d] parameter."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.W = nn.Parameter(torch.eye(dim))
-
-    def weight_matrix(self) -> torch.Tensor:
-        return self.W
-
-    def compute_mat(self, s: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        return -(s @ self.W @ p.T)
-
-
 class TinyEmbedder(nn.Module):
-    """image [B, C, 16, 16] -> embedding [B, num_features]; ``holef=True`` adds ``self.distance``."""
+    """image [B, C, 16, 16] -> embedding [B, head_hidden_size]; ``holef=True`` adds ``self.distance``.
+
+    ``num_features`` is the conv trunk's channel count; ``embed_dim`` (default: the same) the width of
+    the projected embedding, declared as timm's ``head_hidden_size`` when it differs.
+    """
 
     def __init__(
         self,
@@ -87,16 +84,18 @@ class TinyEmbedder(nn.Module):
         num_classes: int = 0,
         holef: bool = False,
         global_pool: str = "avg",
+        embed_dim: int | None = None,
     ):
         super().__init__()
         self.in_chans, self.num_classes, self.num_features = in_chans, num_classes, num_features
         self.global_pool = global_pool
+        width = embed_dim or num_features
+        if embed_dim is not None:
+            self.head_hidden_size = embed_dim
         self.conv = nn.Conv2d(in_chans, num_features, 3, padding=1)
-        self.proj = nn.Linear(num_features, num_features)
+        self.proj = nn.Linear(num_features, width)
         if holef:
-            self.distance = (
-                HOLEFDistance(num_features) if HOLEFDistance is not None else _TestBilinear(num_features)
-            )
+            self.distance = HOLEFDistance(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(torch.relu(self.conv(x)).mean((2, 3)))
@@ -142,13 +141,6 @@ def no_login(tmp_path, monkeypatch):
     """No token anywhere: neither HF_TOKEN nor a stored login is visible."""
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
-
-
-@pytest.fixture
-def hub_cli(monkeypatch):
-    """fgsbir's main() with only this area's sub-commands (the others live on other branches)."""
-    monkeypatch.setattr(fgsbir_plugin.cli, "COMMAND_MODULES", ("fgsbir_plugin.hub.cli",))
-    return fgsbir_plugin.cli.main
 
 
 def _inputs(n=4):
@@ -297,6 +289,21 @@ def test_card_of_a_holef_model_says_how_to_search_with_w(tmp_path):
     assert 'GalleryIndex(8, metric="holef", W=W)' in card
 
 
+def test_card_states_the_embedding_width_not_the_trunk_channels(tmp_path):
+    torch.manual_seed(0)
+    model = timm.create_model("fgsbir_hubtest_tiny", holef=True, embed_dim=5).eval()  # 8 trunk channels
+    run = tmp_path / "run"
+    save_model(model, run / "model")
+    (run / "run_config.json").write_text(json.dumps(RUN_CONFIG))
+    out = build_model_folder(run, tmp_path / "out", repo_id=REPO)
+    card = (out / "README.md").read_text()
+    assert json.loads((out / "config.json").read_text())["num_features"] == 8
+    assert "one embedding space (5 dimensions)" in card
+    assert "s = model(sketch)  # [1, 5]" in card and "W [5, 5]" in card
+    assert 'GalleryIndex(5, metric="holef", W=W)' in card
+    assert "[1, 8]" not in card and "[8, 8]" not in card
+
+
 def test_card_without_evaluation_says_so():
     card = render_model_card(
         repo_id=REPO,
@@ -333,25 +340,24 @@ def test_bad_run_folders_are_named(tmp_path):
 
 
 @pytest.mark.parametrize("repo_id", ["tiny-sbir", "a/b/c", "/name", "org/bad--name", "org/na me", "org/-x"])
-def test_bad_repo_ids_are_rejected_before_anything_runs(tmp_path, repo_id, hub_cli, capsys):
+def test_bad_repo_ids_are_rejected_before_anything_runs(tmp_path, repo_id, capsys):
     run, _ = make_run(tmp_path)
     with pytest.raises(ValueError, match="repo id"):
         push_model(run, repo_id, dry_run=tmp_path / "out")
     assert (
-        hub_cli(["push", "--checkpoint", str(run), "--repo-id", repo_id, "--dry-run", str(tmp_path / "o")])
-        == 2
+        main(["push", "--checkpoint", str(run), "--repo-id", repo_id, "--dry-run", str(tmp_path / "o")]) == 2
     )
     err = capsys.readouterr().err
     assert err.startswith("fgsbir push: error: repo id") and err.count("\n") == 1
     assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
 
 
-def test_dry_run_refuses_a_non_empty_folder(tmp_path, hub_cli, capsys):
+def test_dry_run_refuses_a_non_empty_folder(tmp_path, capsys):
     run, _ = make_run(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert hub_cli(["push", "--checkpoint", str(run), "--repo-id", REPO, "--dry-run", str(out)]) == 2
+    assert main(["push", "--checkpoint", str(run), "--repo-id", REPO, "--dry-run", str(out)]) == 2
     assert "already exists and is not an empty folder" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
@@ -359,59 +365,14 @@ def test_dry_run_refuses_a_non_empty_folder(tmp_path, hub_cli, capsys):
 # --- pushing through a stand-in HfApi -----------------------------------------------------------
 
 
-class FakeApi:
-    """Records the calls fgsbir push makes; ``fail`` maps a method name to the exception it raises."""
-
-    def __init__(self, *, exists=False, private=False, fail=None, **_):
-        self.calls, self.exists, self.private, self.fail = [], exists, private, fail or {}
-        self.uploaded = None
-
-    def _call(self, name, *args, **kwargs):
-        self.calls.append((name, args, kwargs))
-        if name in self.fail:
-            raise self.fail[name]
-
-    def create_repo(self, repo_id, **kw):
-        self._call("create_repo", repo_id, **kw)
-        return f"https://huggingface.co/{repo_id}"
-
-    def repo_info(self, repo_id, **kw):
-        self._call("repo_info", repo_id, **kw)
-        return type("Info", (), {"private": self.private})()
-
-    def create_branch(self, repo_id, **kw):
-        self._call("create_branch", repo_id, **kw)
-
-    def file_exists(self, repo_id, filename, **kw):
-        self._call("file_exists", repo_id, filename, **kw)
-        return self.exists
-
-    def upload_folder(self, **kw):
-        self._call("upload_folder", **kw)
-        from pathlib import Path
-
-        folder = Path(kw["folder_path"])
-        self.uploaded = {p.name: p.read_bytes() for p in folder.iterdir()}
-        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{kw['repo_id']}/commit/abc"})()
-
-
 @pytest.fixture
-def fake_api(monkeypatch):
-    holder = {}
-
-    def factory(**kwargs):
-        api = FakeApi(**holder.get("kwargs", {}))
-        holder["api"] = api
-        return api
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", factory)
+def fake_api(fake_hub, monkeypatch):
+    """The Hub stand-in of conftest.py, with this file's token in HF_TOKEN."""
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    return holder
+    return fake_hub
 
 
-def test_push_uploads_the_dry_run_folder_and_never_shows_the_token(
-    tmp_path, fake_api, hub_cli, capsys, caplog
-):
+def test_push_uploads_the_dry_run_folder_and_never_shows_the_token(tmp_path, fake_api, capsys, caplog):
     caplog.set_level(logging.DEBUG)
     run, _ = make_run(tmp_path, run_config={**RUN_CONFIG, "note": f"oops {TOKEN}"})
     argv = [
@@ -425,8 +386,8 @@ def test_push_uploads_the_dry_run_folder_and_never_shows_the_token(
         "--commit-message",
         "first",
     ]
-    assert hub_cli(argv) == 0
-    api = fake_api["api"]
+    assert main(argv) == 0
+    api = fake_api.api
     names = [c[0] for c in api.calls]
     assert names == ["create_repo", "create_branch", "file_exists", "upload_folder"]
     upload = api.calls[-1][2]
@@ -451,38 +412,36 @@ def test_push_uploads_the_dry_run_folder_and_never_shows_the_token(
         assert TOKEN not in text
 
 
-def test_push_refuses_to_overwrite_unless_asked(tmp_path, fake_api, hub_cli, capsys):
+def test_push_refuses_to_overwrite_unless_asked(tmp_path, fake_api, capsys):
     run, _ = make_run(tmp_path)
-    fake_api["kwargs"] = {"exists": True}
-    assert hub_cli(["push", "--checkpoint", str(run), "--repo-id", REPO]) == 2
+    fake_api.options = {"exists": True}
+    assert main(["push", "--checkpoint", str(run), "--repo-id", REPO]) == 2
     err = capsys.readouterr().err
     assert f"{REPO} already holds a published model; pass --overwrite" in err
-    assert "upload_folder" not in [c[0] for c in fake_api["api"].calls]
-    assert hub_cli(["push", "--checkpoint", str(run), "--repo-id", REPO, "--overwrite"]) == 0
-    assert fake_api["api"].calls[-1][0] == "upload_folder"
+    assert "upload_folder" not in [c[0] for c in fake_api.api.calls]
+    assert main(["push", "--checkpoint", str(run), "--repo-id", REPO, "--overwrite"]) == 0
+    assert fake_api.api.calls[-1][0] == "upload_folder"
 
 
-def test_push_private_to_an_existing_public_repo_is_refused(tmp_path, fake_api, hub_cli, capsys):
+def test_push_private_to_an_existing_public_repo_is_refused(tmp_path, fake_api, capsys):
     run, _ = make_run(tmp_path)
-    fake_api["kwargs"] = {"private": False}
-    assert hub_cli(["push", "--checkpoint", str(run), "--repo-id", REPO, "--private"]) == 2
+    fake_api.options = {"private": False}
+    assert main(["push", "--checkpoint", str(run), "--repo-id", REPO, "--private"]) == 2
     assert "already exists and is public" in capsys.readouterr().err
-    assert "upload_folder" not in [c[0] for c in fake_api["api"].calls]
+    assert "upload_folder" not in [c[0] for c in fake_api.api.calls]
 
 
-def test_push_without_a_token_says_how_to_log_in(tmp_path, no_login, hub_cli, capsys, monkeypatch):
+def test_push_without_a_token_says_how_to_log_in(tmp_path, no_login, capsys, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda **kw: pytest.fail("no API call without a token"))
     run, _ = make_run(tmp_path)
-    assert hub_cli(["push", "--checkpoint", str(run), "--repo-id", REPO]) == 2
+    assert main(["push", "--checkpoint", str(run), "--repo-id", REPO]) == 2
     err = capsys.readouterr().err
     assert err == (
         "fgsbir push: error: no Hugging Face token found: set HF_TOKEN to a token with write access or run "
         "`hf auth login`, or use --dry-run DIR to write the folder without uploading.\n"
     )
     # a dry run needs no token
-    assert (
-        hub_cli(["push", "--checkpoint", str(run), "--repo-id", REPO, "--dry-run", str(tmp_path / "o")]) == 0
-    )
+    assert main(["push", "--checkpoint", str(run), "--repo-id", REPO, "--dry-run", str(tmp_path / "o")]) == 0
 
 
 def _http_error(cls, status, server_message=None):
@@ -529,21 +488,19 @@ def _http_error(cls, status, server_message=None):
         ),
     ],
 )
-def test_hub_failures_are_one_sentence_without_the_token(
-    tmp_path, fake_api, hub_cli, capsys, method, error, expected
-):
+def test_hub_failures_are_one_sentence_without_the_token(tmp_path, fake_api, capsys, method, error, expected):
     run, _ = make_run(tmp_path)
-    fake_api["kwargs"] = {"fail": {method: error}}
-    assert hub_cli(["push", "--checkpoint", str(run), "--repo-id", REPO]) == 2
+    fake_api.options = {"fail": {method: error}}
+    assert main(["push", "--checkpoint", str(run), "--repo-id", REPO]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fgsbir push: error: ") and expected in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert TOKEN not in err
 
 
-def test_push_model_raises_publish_error_from_the_library(tmp_path, monkeypatch):
+def test_push_model_raises_publish_error_from_the_library(tmp_path, fake_hub):
     run, _ = make_run(tmp_path)
-    api = FakeApi(fail={"create_repo": _http_error(HfHubHTTPError, 403)})
+    api = fake_hub.new_api(fail={"create_repo": _http_error(HfHubHTTPError, 403)})
     with pytest.raises(PublishError, match="403 Forbidden"):
         push_model(run, REPO, token=TOKEN, api=api)
 
@@ -573,9 +530,7 @@ def test_real_dssa_holef_model_round_trips_w_and_distances(tmp_path, monkeypatch
 
 def test_card_templates_ship_in_the_wheel():
     """Every template under fgsbir_plugin/hub/templates is covered by pyproject.toml's package-data."""
-    tomllib = pytest.importorskip("tomllib")
-    from pathlib import Path
-
+    tomllib = pytest.importorskip("tomllib")  # standard library from Python 3.11
     root = Path(__file__).resolve().parent.parent
     package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     covered = set()
@@ -593,11 +548,6 @@ def test_card_templates_ship_in_the_wheel():
 
 def _tiny_shapes(n_photos=8, size=32):
     """Photos of one filled shape each, sketches its outline; splits train/validation/test by photo."""
-    from datasets import Dataset, DatasetDict
-    from PIL import Image, ImageDraw
-
-    from fgsbir_plugin.data.schema import PHOTO_FEATURES, SKETCH_FEATURES
-
     g = torch.Generator().manual_seed(3)
     photos, sketches = [], []
     for i in range(n_photos):
@@ -630,10 +580,6 @@ def _tiny_shapes(n_photos=8, size=32):
 
 
 def test_card_of_a_real_small_run_carries_its_eval_metrics(tmp_path, monkeypatch):
-    from fgsbir_plugin.train.config import TrainConfig
-    from fgsbir_plugin.train.engine import train
-    from fgsbir_plugin.train.evaluate import run_eval
-
     data = _tiny_shapes()
     run = tmp_path / "run"
     cfg = TrainConfig(
@@ -652,8 +598,6 @@ def test_card_of_a_real_small_run_carries_its_eval_metrics(tmp_path, monkeypatch
     _populate_hub_cache(tmp_path / "cache", REPO, out)
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
-    from fgsbir_plugin.model_io import load_model
-
     original = load_model(run / "model")
     loaded = timm.create_model(f"hf-hub:{REPO}", pretrained=True).eval()
     x = torch.rand(2, *original.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(4))

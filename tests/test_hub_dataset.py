@@ -13,18 +13,11 @@ import yaml
 from datasets import Dataset, DatasetDict, load_dataset
 from PIL import Image
 
-import fgsbir_plugin.cli
+from fgsbir_plugin.cli import main
+from fgsbir_plugin.data.export import load_parquet
 from fgsbir_plugin.data.schema import PHOTO_FEATURES, SKETCH_FEATURES
-from fgsbir_plugin.hub import build_dataset_folder, push_dataset
-from fgsbir_plugin.hub import publish as publish_module
-
-try:  # the Parquet layout is written by the data area's export module (data branch)
-    import fgsbir_plugin.data.export  # noqa: F401
-
-    NO_EXPORT = None
-except ImportError:
-    NO_EXPORT = "fgsbir_plugin.data.export not importable (data branch not merged)"
-needs_export = pytest.mark.skipif(NO_EXPORT is not None, reason=str(NO_EXPORT))
+from fgsbir_plugin.hub import build_dataset_folder, push_dataset, push_to_hub
+from fgsbir_plugin.hub import dataset as hub_dataset
 
 TOKEN = "hf_TESTsecretTOKEN0123456789abcdef"
 REPO = "my-lab/tiny-fgsbir"
@@ -89,7 +82,6 @@ def _assert_same_rows(original: DatasetDict, loaded: DatasetDict, image_col: str
             assert np.array_equal(_pixels(x), _pixels(y))
 
 
-@needs_export
 @pytest.mark.parametrize("on_disk", [False, True])
 def test_dry_run_folder_loads_back_with_datasets(tmp_path, on_disk):
     dicts = tiny_dataset(tmp_path if on_disk else None)
@@ -116,7 +108,6 @@ def test_dry_run_folder_loads_back_with_datasets(tmp_path, on_disk):
         _assert_same_rows(reference[config], loaded, image_col)
 
 
-@needs_export
 def test_dataset_card_declares_configs_and_rights(tmp_path):
     out = build_dataset_folder(
         tiny_dataset(), tmp_path / "out", repo_id=REPO, name="tiny", license="cc-by-nc-4.0"
@@ -145,15 +136,12 @@ def test_dataset_card_declares_configs_and_rights(tmp_path):
     assert "| configuration | train | test |" in card
     assert "| `sketches` | 6 | 4 |" in card and "| `photos` | 3 | 2 |" in card
     assert f'load_dataset("{REPO}", "sketches")' in card
-    from fgsbir_plugin.data.export import load_parquet
-
     sketches, photos = load_parquet(out)  # the card's other recipe
     assert sketches["test"]["sketch_id"] == ["s3_0", "s3_1", "s4_0", "s4_1"]
     assert photos["train"]["photo_id"] == ["p0", "p1", "p2"]
     assert "$" not in card.replace("$$", "")
 
 
-@needs_export
 def test_wrong_schema_or_splits_are_refused(tmp_path):
     dicts = tiny_dataset()
     bad = dict(
@@ -170,22 +158,19 @@ def test_wrong_schema_or_splits_are_refused(tmp_path):
 
 
 @pytest.fixture
-def hub_cli(monkeypatch):
-    monkeypatch.setattr(fgsbir_plugin.cli, "COMMAND_MODULES", ("fgsbir_plugin.hub.cli",))
-    # load_fgsbir lives on the data branch; the CLI reads through this one function.
+def read_calls(monkeypatch):
+    """`fgsbir push-dataset` reads the tiny dataset whatever --data names; the reader's arguments land here."""
     seen = {}
 
     def fake_load(name, data_dir, **kwargs):
         seen.update(name=name, data_dir=data_dir, kwargs=kwargs)
         return tiny_dataset()
 
-    monkeypatch.setattr(publish_module, "_load_converted", fake_load)
-    return fgsbir_plugin.cli.main, seen
+    monkeypatch.setattr(hub_dataset, "_load_converted", fake_load)
+    return seen
 
 
-@needs_export
-def test_cli_push_dataset_dry_run(tmp_path, hub_cli, capsys):
-    main, seen = hub_cli
+def test_cli_push_dataset_dry_run(tmp_path, read_calls, capsys):
     out = tmp_path / "out"
     argv = [
         "push-dataset",
@@ -199,55 +184,28 @@ def test_cli_push_dataset_dry_run(tmp_path, hub_cli, capsys):
         str(out),
     ]
     assert main(argv) == 0
-    assert seen["name"] == "shoev2" and str(seen["data_dir"]) == str(tmp_path)
+    assert read_calls["name"] == "shoev2" and str(read_calls["data_dir"]) == str(tmp_path)
     assert f"wrote the dataset folder for {REPO} to {out} (nothing uploaded)" in capsys.readouterr().out
     assert (out / "README.md").is_file() and (out / "sketches" / "train-00000-of-00001.parquet").is_file()
 
 
-class FakeApi:
-    def __init__(self, **_):
-        self.calls, self.uploaded = [], None
-
-    def create_repo(self, repo_id, **kw):
-        self.calls.append(("create_repo", repo_id, kw))
-
-    def file_exists(self, repo_id, filename, **kw):
-        self.calls.append(("file_exists", repo_id, filename, kw))
-        return False
-
-    def upload_folder(self, **kw):
-        self.calls.append(("upload_folder", kw))
-        from pathlib import Path
-
-        root = Path(kw["folder_path"])
-        self.uploaded = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-        return type(
-            "CommitInfo", (), {"commit_url": f"https://huggingface.co/datasets/{kw['repo_id']}/commit/1"}
-        )()
-
-
-@needs_export
 def test_cli_push_dataset_uploads_a_dataset_repo_without_showing_the_token(
-    tmp_path, hub_cli, capsys, monkeypatch
+    tmp_path, read_calls, fake_hub, capsys, monkeypatch
 ):
-    main, _ = hub_cli
-    apis = []
-    monkeypatch.setattr(huggingface_hub, "HfApi", lambda **kw: apis.append(FakeApi()) or apis[-1])
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     assert main(["push-dataset", "--data", "shoev2", "--repo-id", REPO]) == 0
-    api = apis[0]
+    api = fake_hub.api
     assert api.calls[0][0] == "create_repo" and api.calls[0][2]["repo_type"] == "dataset"
-    upload = api.calls[-1][1]
+    upload = api.calls[-1][2]
     assert upload["repo_type"] == "dataset" and upload["repo_id"] == REPO
     assert upload["delete_patterns"] == ["sketches/*.parquet", "photos/*.parquet"]
     assert "README.md" in api.uploaded and "photos/test-00000-of-00001.parquet" in api.uploaded
     out = capsys.readouterr()
-    assert f"pushed shoev2 to {REPO}: https://huggingface.co/datasets/{REPO}/commit/1" in out.out
+    assert f"pushed shoev2 to {REPO}: https://huggingface.co/datasets/{REPO}/commit/abc" in out.out
     assert TOKEN not in out.out + out.err
 
 
-def test_push_dataset_without_a_token_is_one_sentence(tmp_path, hub_cli, capsys, monkeypatch):
-    main, _ = hub_cli
+def test_push_dataset_without_a_token_is_one_sentence(tmp_path, read_calls, capsys, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     assert main(["push-dataset", "--data", "shoev2", "--repo-id", REPO]) == 2
@@ -255,14 +213,22 @@ def test_push_dataset_without_a_token_is_one_sentence(tmp_path, hub_cli, capsys,
     assert err.startswith("fgsbir push-dataset: error: no Hugging Face token found") and err.count("\n") == 1
 
 
-@needs_export
 def test_push_dataset_library_call_with_explicit_dicts(tmp_path):
     out = push_dataset("tiny", REPO, dicts=tiny_dataset(), dry_run=tmp_path / "out")
     assert out == str(tmp_path / "out")
 
 
-def test_a_missing_data_module_is_one_sentence():
-    with pytest.raises(
-        publish_module.PublishError, match=r"needs fgsbir_plugin.data.no_such_module, which this"
-    ):
-        publish_module._data_module("no_such_module")
+def test_push_to_hub_uploads_what_load_dataset_reads_back(tmp_path, fake_hub):
+    dicts = tiny_dataset()
+    api = fake_hub.new_api(private=True)
+    url = push_to_hub(dicts["sketches"], dicts["photos"], REPO, private=True, token=TOKEN, api=api)
+    assert url == f"https://huggingface.co/datasets/{REPO}/commit/abc"
+    (c_name, (c_repo,), c_kw), *_, (u_name, _, u_kw) = api.calls
+    assert (c_name, c_repo, c_kw["repo_type"], c_kw["private"]) == ("create_repo", REPO, "dataset", True)
+    assert (u_name, u_kw["repo_id"], u_kw["repo_type"]) == ("upload_folder", REPO, "dataset")
+    assert f"# {REPO}" in (api.folder / "README.md").read_text()
+    for config, image_col in (("sketches", "sketch"), ("photos", "photo")):
+        loaded = load_dataset(str(api.folder), config, cache_dir=str(tmp_path / "cache"))
+        _assert_same_rows(dicts[config], loaded, image_col)
+    with pytest.raises(ValueError, match="owner/name"):
+        push_to_hub(dicts["sketches"], dicts["photos"], "a/b/c", token=TOKEN, api=api)

@@ -166,15 +166,7 @@ def test_raw_pixels_fail_but_a_noise_free_drawing_succeeds(default_arrays):
     n = len(ph)
     clean = np.stack(
         [
-            np.asarray(
-                synthetic._render_sketch(
-                    synthetic._build_parts(synthetic._sample_params(synthetic._instance_rng(0, i, 0))),
-                    synthetic.DEFAULT_IMAGE_SIZE,
-                    None,
-                ),
-                np.float64,
-            )
-            / 255
+            np.asarray(synthetic.clean_sketch(0, i, synthetic.DEFAULT_IMAGE_SIZE), np.float64) / 255
             for i in range(n)
         ]
     )

@@ -9,7 +9,8 @@
   Image bytes are embedded (no paths to the original files survive), and the features are
   stored in the Parquet metadata, so ``load_parquet(folder)`` -- or
   ``datasets.load_dataset(folder_or_repo_id, "sketches")`` -- gives the same rows back.
-- ``push_to_hub(sketches, photos, repo_id)`` uploads exactly that folder as a dataset repo.
+- ``fgsbir_plugin.hub.push_to_hub(sketches, photos, repo_id)`` uploads exactly that folder, with a
+  full dataset card, as a dataset repo.
 - ``export_imagefolder(dataset_dict, folder)`` writes ``<split>/<index>.<ext>`` files and a
   ``<split>/metadata.jsonl`` per split, which ``datasets.load_dataset("imagefolder", data_dir=folder)``
   reads back with the same columns (``sketch``/``photo`` from ``sketch_file_name``/``photo_file_name``).
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, load_dataset
 from datasets import Image as ImageFeature
 from datasets.table import InMemoryTable, embed_table_storage
 from PIL import Image
@@ -39,7 +40,6 @@ from .schema import PHOTO_FEATURES, SKETCH_FEATURES, SPLITS
 __all__ = [
     "save_parquet",
     "load_parquet",
-    "push_to_hub",
     "export_imagefolder",
     "load_imagefolder",
     "config_of",
@@ -114,7 +114,7 @@ def save_parquet(
     for name, dd in (("sketches", sketches), ("photos", photos)):
         written[name] = []
         for split in _split_order(dd):
-            # Paths would point at this machine's files: embed their bytes, as push_to_hub does.
+            # Paths would point at this machine's files: embed their bytes, as datasets' push_to_hub does.
             ds = (
                 dd[split].with_format("arrow").map(embed, batched=True, keep_in_memory=True).with_format(None)
             )
@@ -147,47 +147,6 @@ def load_parquet(folder: str | os.PathLike) -> tuple[DatasetDict, DatasetDict]:
             dd[split] = ds
         out.append(dd)
     return out[0], out[1]
-
-
-def push_to_hub(
-    sketches: DatasetDict,
-    photos: DatasetDict,
-    repo_id: str,
-    *,
-    token: str | None = None,
-    private: bool = False,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    overwrite: bool = False,
-    api=None,
-) -> str:
-    """Publish a converted copy as a Hub dataset repo with configs "sketches" and "photos".
-
-    The same upload as ``fgsbir push-dataset`` (``fgsbir_plugin.hub.push_dataset``): the
-    ``save_parquet`` folder plus a dataset card, the token from ``token``/``HF_TOKEN``/the
-    huggingface_hub login (never printed), an existing dataset replaced only with ``overwrite``.
-    Users then load it with ``datasets.load_dataset(repo_id, "sketches")``. Only publish data you
-    have the right to redistribute.
-
-    Args:
-        api: an ``huggingface_hub.HfApi``-like object (default: ``HfApi(token=token)``).
-
-    Returns:
-        The commit URL.
-    """
-    from ..hub.publish import push_dataset
-
-    return push_dataset(
-        repo_id,
-        repo_id,
-        dicts={"sketches": sketches, "photos": photos},
-        token=token,
-        private=private,
-        revision=revision,
-        commit_message=commit_message,
-        overwrite=overwrite,
-        api=api,
-    )
 
 
 def _suffix(ref: dict) -> str:
@@ -225,8 +184,6 @@ def export_imagefolder(dataset: DatasetDict, folder: str | os.PathLike) -> Path:
 
 def load_imagefolder(folder: str | os.PathLike, **load_dataset_kwargs) -> DatasetDict:
     """``datasets.load_dataset("imagefolder", data_dir=folder)`` cast to the exact row schema."""
-    from datasets import load_dataset
-
     dd = load_dataset("imagefolder", data_dir=str(folder), **load_dataset_kwargs)
     cols = set(next(iter(dd.values())).column_names)
     name = "sketches" if "sketch" in cols else "photos"

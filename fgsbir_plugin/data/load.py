@@ -16,13 +16,14 @@ For the named real datasets, ``data_dir=None`` means the default data folder
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, DatasetDict
+
+from . import pairs_folder, qmul_v1, qmul_v2, sketchy, synthetic
 
 __all__ = ["load_fgsbir", "load_fgsbir_pair", "carve_validation", "annotated_triplets", "DATASET_NAMES"]
 
@@ -36,6 +37,14 @@ _NAMED = {
     "synthetic": ("synthetic", {}),
 }
 DATASET_NAMES = tuple(_NAMED)
+# reader name -> module whose ``read(data_dir, **kwargs)`` returns ``(sketches, photos)``
+_READERS = {
+    "pairs_folder": pairs_folder,
+    "qmul_v1": qmul_v1,
+    "qmul_v2": qmul_v2,
+    "sketchy": sketchy,
+    "synthetic": synthetic,
+}
 
 
 def _resolve(name_or_path, data_dir) -> tuple[str, dict, object]:
@@ -153,7 +162,7 @@ def load_fgsbir_pair(
     clash = sorted(set(fixed) & set(reader_kwargs))
     if clash:
         raise ValueError(f"{name_or_path!r} fixes {clash} itself; do not pass them")
-    module = importlib.import_module(f"{__package__}.{module_name}")
+    module = _READERS[module_name]
     params = inspect.signature(module.read).parameters
     var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
     kwargs = {**fixed, **reader_kwargs}
@@ -213,6 +222,4 @@ def annotated_triplets(name: str, data_dir: str | os.PathLike | None = None) -> 
     key = str(name).lower()
     if key not in ("shoes_v1", "chairs_v1"):
         raise ValueError(f"annotated triplets exist only for shoes_v1 and chairs_v1, not {name!r}")
-    from . import qmul_v1
-
     return qmul_v1.read_triplets(data_dir, category=_NAMED[key][1]["category"])

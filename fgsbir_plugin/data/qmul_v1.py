@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, Value
+from scipy.io import loadmat
 
 from .._common import default_data_dir
 from .records import READER_SPLITS, PhotoItem, SketchItem, assemble
@@ -68,8 +69,6 @@ def find_category_dir(data_dir: str | os.PathLike | None, category: str) -> Path
 
 
 def _load_mat_array(path: Path) -> np.ndarray:
-    from scipy.io import loadmat
-
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing; a QMUL-V1 category folder needs sketch and edge .mat files for train and test"

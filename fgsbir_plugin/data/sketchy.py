@@ -44,6 +44,95 @@ def _read_testset(path: Path) -> set[tuple[str, str]]:
     return out
 
 
+def _trees(root: Path, variant: str | None) -> tuple[Path, Path]:
+    """``(photo_root, sketch_root)``: ``photo/`` and ``sketch/``, or their ``variant`` sub-folders."""
+    photo_root, sketch_root = root / "photo", root / "sketch"
+    for folder in (photo_root, sketch_root):
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder} is missing; a Sketchy folder holds photo/<category>/ and sketch/<category>/"
+            )
+    if (
+        variant is None
+        and (photo_root / _DEFAULT_VARIANT).is_dir()
+        and (sketch_root / _DEFAULT_VARIANT).is_dir()
+    ):
+        variant = _DEFAULT_VARIANT
+    if variant is not None:
+        photo_root, sketch_root = photo_root / variant, sketch_root / variant
+        for folder in (photo_root, sketch_root):
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    f"variant folder {folder} is missing; pick a variant present in photo/ and sketch/"
+                )
+    return photo_root, sketch_root
+
+
+def _list_categories(photo_root: Path, sketch_root: Path, issues: Issues) -> tuple[list, list]:
+    """Photos and sketches of every category folder; a sketch category without photos is an issue."""
+    categories = sorted(p.name for p in photo_root.iterdir() if p.is_dir())
+    if not categories:
+        raise FileNotFoundError(
+            f"{photo_root} holds no category folders; expected photo/<category>/<photo_id>.jpg"
+        )
+    photos, sketches = [], []
+    for cat in categories:
+        if not (sketch_root / cat).is_dir():
+            raise FileNotFoundError(
+                f"category {cat!r} has photos but no sketch folder {sketch_root / cat}; add it or remove {photo_root / cat}"
+            )
+        ph, sk = list_pairs(photo_root / cat, sketch_root / cat, issues, cat)
+        photos += ph
+        sketches += sk
+    extra = sorted({p.name for p in sketch_root.iterdir() if p.is_dir()} - set(categories))
+    for cat in extra:
+        for f in sorted((sketch_root / cat).iterdir()):
+            issues(
+                "sketch_without_photo",
+                str(f),
+                f"sketch {f} is in category {cat!r}, which has no photo folder; add {photo_root / cat}",
+            )
+    return photos, sketches
+
+
+def _assign_splits(photos: list, root: Path, test_fraction: float, seed: int) -> None:
+    """Set each photo's split from ``testset.txt``, or from a seeded ``test_fraction`` without one."""
+    testset = root / "testset.txt"
+    if testset.is_file():
+        test = _read_testset(testset)
+        known = {(p.category, p.photo_id) for p in photos}
+        unknown = sorted(test - known)
+        if unknown:
+            raise FileNotFoundError(
+                f"{testset} lists {len(unknown)} photo(s) that do not exist (e.g. '{'/'.join(unknown[0])}'); fix the list"
+            )
+        for p in photos:
+            p.split = "test" if (p.category, p.photo_id) in test else "train"
+    else:
+        test_ids = seeded_test_split([p.photo_id for p in photos], test_fraction, seed)
+        for p in photos:
+            p.split = "test" if p.photo_id in test_ids else "train"
+
+
+def _in_their_photos_category(sketches: list, photos: list, issues: Issues) -> list:
+    """The sketches whose category is their photo's; a sketch filed under another category is an issue."""
+    cat_of = {}
+    for p in photos:
+        cat_of.setdefault(p.photo_id, p.category)
+    kept = []
+    for s in sketches:
+        if s.photo_id in cat_of and cat_of[s.photo_id] != s.category:
+            issues(
+                "sketch_without_photo",
+                s.origin,
+                f"sketch {s.origin} is in category {s.category!r} but photo '{s.photo_id}' is in "
+                f"{cat_of[s.photo_id]!r}; move the sketch to its photo's category",
+            )
+            continue
+        kept.append(s)
+    return kept
+
+
 def read(
     data_dir: str | os.PathLike,
     *,
@@ -66,81 +155,14 @@ def read(
     if data_dir is None:
         raise ValueError("the Sketchy reader needs data_dir: the folder holding photo/ and sketch/")
     root = Path(data_dir).absolute()  # rows keep file paths: they must not depend on the cwd
-    photo_root, sketch_root = root / "photo", root / "sketch"
-    for folder in (photo_root, sketch_root):
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"{folder} is missing; a Sketchy folder holds photo/<category>/ and sketch/<category>/"
-            )
-    if (
-        variant is None
-        and (photo_root / _DEFAULT_VARIANT).is_dir()
-        and (sketch_root / _DEFAULT_VARIANT).is_dir()
-    ):
-        variant = _DEFAULT_VARIANT
-    if variant is not None:
-        photo_root, sketch_root = photo_root / variant, sketch_root / variant
-        for folder in (photo_root, sketch_root):
-            if not folder.is_dir():
-                raise FileNotFoundError(
-                    f"variant folder {folder} is missing; pick a variant present in photo/ and sketch/"
-                )
-    categories = sorted(p.name for p in photo_root.iterdir() if p.is_dir())
-    if not categories:
-        raise FileNotFoundError(
-            f"{photo_root} holds no category folders; expected photo/<category>/<photo_id>.jpg"
-        )
+    photo_root, sketch_root = _trees(root, variant)
     issues = Issues(lenient, skip_log)
-    photos, sketches = [], []
-    for cat in categories:
-        if not (sketch_root / cat).is_dir():
-            raise FileNotFoundError(
-                f"category {cat!r} has photos but no sketch folder {sketch_root / cat}; add it or remove {photo_root / cat}"
-            )
-        ph, sk = list_pairs(photo_root / cat, sketch_root / cat, issues, cat)
-        photos += ph
-        sketches += sk
-    extra = sorted({p.name for p in sketch_root.iterdir() if p.is_dir()} - set(categories))
-    for cat in extra:
-        for f in sorted((sketch_root / cat).iterdir()):
-            issues(
-                "sketch_without_photo",
-                str(f),
-                f"sketch {f} is in category {cat!r}, which has no photo folder; add {photo_root / cat}",
-            )
-
-    testset = root / "testset.txt"
-    if testset.is_file():
-        test = _read_testset(testset)
-        known = {(p.category, p.photo_id) for p in photos}
-        unknown = sorted(test - known)
-        if unknown:
-            raise FileNotFoundError(
-                f"{testset} lists {len(unknown)} photo(s) that do not exist (e.g. '{'/'.join(unknown[0])}'); fix the list"
-            )
-        for p in photos:
-            p.split = "test" if (p.category, p.photo_id) in test else "train"
-    else:
-        test_ids = seeded_test_split([p.photo_id for p in photos], test_fraction, seed)
-        for p in photos:
-            p.split = "test" if p.photo_id in test_ids else "train"
+    photos, sketches = _list_categories(photo_root, sketch_root, issues)
+    _assign_splits(photos, root, test_fraction, seed)
     # A sketch names its photo within its own category folder.
-    cat_of = {}
-    for p in photos:
-        cat_of.setdefault(p.photo_id, p.category)
-    kept = []
-    for s in sketches:
-        if s.photo_id in cat_of and cat_of[s.photo_id] != s.category:
-            issues(
-                "sketch_without_photo",
-                s.origin,
-                f"sketch {s.origin} is in category {s.category!r} but photo '{s.photo_id}' is in "
-                f"{cat_of[s.photo_id]!r}; move the sketch to its photo's category",
-            )
-            continue
-        kept.append(s)
+    sketches = _in_their_photos_category(sketches, photos, issues)
     return assemble(
-        kept,
+        sketches,
         photos,
         issues,
         photo_hint=lambda pid: f"{photo_root}/<category>/{pid}.jpg",

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import CLIError
+from .model import push_model
+from .upload import PublishError
+
 __all__ = ["register"]
 
 _TOKEN_HELP = "The token comes from HF_TOKEN or `hf auth login` and is never printed."
@@ -73,9 +77,6 @@ def register(subparsers) -> None:
 
 
 def _run(fn, **kwargs) -> str:
-    from ..cli import CLIError
-    from .publish import PublishError
-
     try:
         return fn(**kwargs)
     except (PublishError, FileExistsError, TypeError) as err:
@@ -83,8 +84,6 @@ def _run(fn, **kwargs) -> str:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from .publish import push_model
-
     result = _run(
         push_model,
         run=args.checkpoint,
@@ -105,7 +104,8 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _push_dataset(args: argparse.Namespace) -> int:
-    from .publish import push_dataset
+    # Lazy: the dataset side imports `datasets`, which `fgsbir --help` should not pay for.
+    from .dataset import push_dataset
 
     result = _run(
         push_dataset,
