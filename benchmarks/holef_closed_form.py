@@ -361,7 +361,6 @@ def main(argv=None) -> int:
         "comparison": comparison,
     }
     out = Path(args.out)
-    sys.path.insert(0, str(ROOT))
     from fgsbir_plugin._common import atomic_write_bytes
 
     atomic_write_bytes(out.with_suffix(".json"), (json.dumps(result, indent=2) + "\n").encode())

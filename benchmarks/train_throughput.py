@@ -18,15 +18,22 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
+import timm
 import torch
+from pytorch_metric_learning import losses
+
+import fgsbir_plugin  # noqa: F401  (registers the DSSA family)
+from fgsbir_plugin._common import atomic_write_bytes
+from fgsbir_plugin.embedding import embedding_dim, forward_embed, model_input_spec
+from fgsbir_plugin.holef import HOLEFDistance
+from fgsbir_plugin.runtime import describe_device
+from fgsbir_plugin.train.build import make_holef_loss
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # (DSSA variant, bare timm trunk, extra kwargs for the DSSA variant)
 PAIRS = [
@@ -44,10 +51,6 @@ NOTES = {
 
 
 def _create(name: str, image_size: int | None, **kwargs):
-    import timm
-
-    import fgsbir_plugin  # noqa: F401  (registers the DSSA family)
-
     if not timm.is_model(name):
         return None
     if image_size is not None and "vit" in name and not name.startswith("dssa"):
@@ -58,19 +61,11 @@ def _create(name: str, image_size: int | None, **kwargs):
 
 
 def _step_fn(model, loss_name: str, device, precision: str, channels_last: bool):
-    from pytorch_metric_learning import losses
-
-    from fgsbir_plugin.embedding import embedding_dim, forward_embed
-
     if loss_name == "holef":
-        from fgsbir_plugin.train.engine import _make_holef_loss
-
         distance = getattr(model, "distance", None)
         if distance is None:
-            from fgsbir_plugin.holef import HOLEFDistance
-
             distance = HOLEFDistance(embedding_dim(model))
-        loss_fn = _make_holef_loss(distance, 0.2, 5e-4)
+        loss_fn = make_holef_loss(distance, 0.2, 5e-4)
     else:
         loss_fn = losses.TripletMarginLoss(margin=0.2)
     model.to(device).train()
@@ -134,7 +129,7 @@ def measure_pair(entries, batch_size, device, precision, channels_last, warmup, 
     }
 
 
-def main(argv=None) -> int:
+def _parse_args(argv):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -159,63 +154,81 @@ def main(argv=None) -> int:
         "--note", default=None, help="a line recorded with the results (e.g. which code was measured)"
     )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_throughput"))
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def _settings(args) -> dict:
+    """Device, batch, input size, precision and timing rounds: the defaults depend on the device."""
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu_small else "cpu")
     else:
         device = torch.device(args.device)
     small = args.cpu_small
-    batch_size = args.batch_size or (4 if small else 64)
-    image_size = args.image_size or (96 if small else None)
-    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
-    warmup = args.warmup if args.warmup is not None else (1 if small else 5)
-    iters = args.iters or (2 if small else 20)
-    rounds = args.rounds or (3 if small else 3)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        device_name = f"GPU: {torch.cuda.get_device_name(device)}"
-    else:
-        import os
+    return {
+        "device": device,
+        "device_name": describe_device(device),
+        "batch_size": args.batch_size or (4 if small else 64),
+        "image_size": args.image_size or (96 if small else None),
+        "precision": args.precision or ("bf16" if device.type == "cuda" else "fp32"),
+        "warmup": args.warmup if args.warmup is not None else (1 if small else 5),
+        "iters": args.iters or (2 if small else 20),
+        "rounds": args.rounds or 3,
+    }
 
-        device_name = f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
-    from fgsbir_plugin.embedding import model_input_spec
+def _entries(variant, trunk_name, kwargs, image_size, holef: bool, missing: list):
+    """(label, model, loss, in_chans, size) to measure side by side for one DSSA variant and its trunk."""
+    entries = []
+    trunk = _create(trunk_name, image_size)
+    dssa = _create(variant, image_size, **kwargs)
+    if dssa is None:
+        missing.append(variant)
+    if trunk is None:
+        missing.append(trunk_name)
+    if trunk is None and dssa is None:
+        return entries
+    spec = model_input_spec(trunk if trunk is not None else dssa, image_size)
+    size, in_chans = spec["image_size"], spec["in_chans"]
+    if trunk is not None:
+        entries.append((trunk_name, trunk, "triplet", in_chans, size))
+    if dssa is not None:
+        entries.append((variant, dssa, "triplet", in_chans, size))
+        if holef:
+            try:
+                holef_model = _create(variant, image_size, holef=True, **kwargs)
+            except (TypeError, NotImplementedError) as err:
+                print(f"{variant} + HOLEF skipped: {err}")
+            else:
+                entries.append((f"{variant} + HOLEF", holef_model, "holef", in_chans, size))
+    return entries
 
-    rows, missing = [], []
+
+def _measure_rows(args, st: dict, missing: list) -> list[dict]:
+    rows = []
     for variant, trunk_name, kwargs in PAIRS:
         if args.only and variant not in args.only:
             continue
-        entries = []
-        trunk = _create(trunk_name, image_size)
-        dssa = _create(variant, image_size, **kwargs)
-        if dssa is None:
-            missing.append(variant)
-        if trunk is None:
-            missing.append(trunk_name)
-        if trunk is None and dssa is None:
-            continue
-        spec = model_input_spec(trunk if trunk is not None else dssa, image_size)
-        size, in_chans = spec["image_size"], spec["in_chans"]
-        if trunk is not None:
-            entries.append((trunk_name, trunk, "triplet", in_chans, size))
-        if dssa is not None:
-            entries.append((variant, dssa, "triplet", in_chans, size))
-            if args.holef:
-                try:
-                    holef_model = _create(variant, image_size, holef=True, **kwargs)
-                    import fgsbir_plugin.holef  # noqa: F401
-                except (ImportError, TypeError, NotImplementedError) as err:
-                    print(f"{variant} + HOLEF skipped: {err}")
-                else:
-                    entries.append((f"{variant} + HOLEF", holef_model, "holef", in_chans, size))
+        entries = _entries(variant, trunk_name, kwargs, st["image_size"], args.holef, missing)
         if not entries:
             continue
+        in_chans, size = entries[0][3], entries[0][4]
         print(
-            f"measuring {', '.join(e[0] for e in entries)} at {in_chans}x{size}x{size}, batch {batch_size} ...",
+            f"measuring {', '.join(e[0] for e in entries)} at {in_chans}x{size}x{size}, "
+            f"batch {st['batch_size']} ...",
             flush=True,
         )
-        res = measure_pair(entries, batch_size, device, precision, args.channels_last, warmup, iters, rounds)
+        res = measure_pair(
+            entries,
+            st["batch_size"],
+            st["device"],
+            st["precision"],
+            args.channels_last,
+            st["warmup"],
+            st["iters"],
+            st["rounds"],
+        )
         base = res.get(trunk_name)
         for label, r in res.items():
             row = {"model": label, "pair": variant, "trunk": trunk_name, "input": [in_chans, size, size], **r}
@@ -226,38 +239,21 @@ def main(argv=None) -> int:
                 f", step time x{row['step_time_vs_trunk']:.3f} of the bare trunk" if base is not None else ""
             )
             print(f"  {label}: {r['img_per_s']:.1f} img/s{extra}")
+    return rows
 
-    command = " ".join([Path(sys.executable).name, "benchmarks/train_throughput.py", *(argv or sys.argv[1:])])
-    report = {
-        "benchmark": "train_throughput",
-        "device": device_name,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "batch_size": batch_size,
-        "precision": precision,
-        "channels_last": args.channels_last,
-        "image_size": image_size,
-        "warmup": warmup,
-        "iters": iters,
-        "rounds": rounds,
-        "images_per_step": 2 * batch_size,
-        "torch": torch.__version__,
-        "note": args.note,
-        "missing_variants": missing,
-        "rows": rows,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+
+def _markdown(report: dict, device_type: str) -> str:
+    rows, missing = report["rows"], report["missing_variants"]
     md = [
         "# Training throughput: DSSA variants vs their bare timm trunks",
         "",
-        f"- device: {device_name}",
+        f"- device: {report['device']}",
         f"- date: {report['date']}",
-        f"- command: `{command}`",
-        *([f"- note: {args.note}"] if args.note else []),
-        f"- batch: {batch_size} sketches + {batch_size} photos per step, precision {precision}, "
-        f"channels_last {args.channels_last}; best of {rounds} rounds of {iters} steps after {warmup} warm-up steps",
+        f"- command: `{report['command']}`",
+        *([f"- note: {report['note']}"] if report["note"] else []),
+        f"- batch: {report['batch_size']} sketches + {report['batch_size']} photos per step, precision "
+        f"{report['precision']}, channels_last {report['channels_last']}; best of {report['rounds']} rounds of "
+        f"{report['iters']} steps after {report['warmup']} warm-up steps",
         "",
         "| model | input | img/s | step (ms) | step time / bare trunk |",
         "| --- | --- | ---: | ---: | ---: |",
@@ -273,14 +269,43 @@ def main(argv=None) -> int:
     for variant in dict.fromkeys(r["pair"] for r in rows):
         if variant in NOTES:
             md += ["", f"Note ({variant}): {NOTES[variant]}"]
-    if device.type == "cpu":
+    if device_type == "cpu":
         md += [
             "",
             "CPU figures at a small batch and input size: the DSSA head's cost is nearly fixed while the trunk's "
             "grows with the input, so these ratios overstate the head's share of a full-size GPU step; "
             "run without --cpu-small on a GPU for the figure that matters.",
         ]
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    return "\n".join(md) + "\n"
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    st = _settings(args)
+    missing: list[str] = []
+    rows = _measure_rows(args, st, missing)
+    command = " ".join([Path(sys.executable).name, "benchmarks/train_throughput.py", *(argv or sys.argv[1:])])
+    report = {
+        "benchmark": "train_throughput",
+        "device": st["device_name"],
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "batch_size": st["batch_size"],
+        "precision": st["precision"],
+        "channels_last": args.channels_last,
+        "image_size": st["image_size"],
+        "warmup": st["warmup"],
+        "iters": st["iters"],
+        "rounds": st["rounds"],
+        "images_per_step": 2 * st["batch_size"],
+        "torch": torch.__version__,
+        "note": args.note,
+        "missing_variants": missing,
+        "rows": rows,
+    }
+    out = Path(args.out)
+    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write_bytes(out.with_suffix(".md"), _markdown(report, st["device"].type).encode())
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0
 

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
+from . import models  # noqa: F401  (the DSSA architectures must be registered before timm resolves them)
 from ._common import atomic_dir, parked_dir
 
 __all__ = ["save_model", "load_model", "MODEL_FILES"]
@@ -48,7 +49,5 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
             f"{directory} is not a saved model folder (missing {', '.join(missing)}); "
             "pass the folder written by `fgsbir train` (its `model/` subfolder) or by save_model()."
         )
-    import fgsbir_plugin  # noqa: F401  (the DSSA architectures must be registered before timm resolves them)
-
     model = timm.create_model(f"local-dir:{directory}", pretrained=True)
     return model.to(device).eval()

@@ -5,6 +5,7 @@ import types
 
 import huggingface_hub
 import pytest
+from _train_fixtures import tiny_fgsbir
 
 from fgsbir_plugin._common import default_data_dir
 
@@ -16,6 +17,12 @@ def data_dir():
     if root is None or not root.is_dir():
         pytest.skip("real FG-SBIR data not found: set $FGSBIR_DATA or place it at ../shared/data")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """A tiny generated sketch/photo dataset (train, validation, test) for training tests."""
+    return tiny_fgsbir()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -49,17 +49,17 @@ def _cells(tmp_path: Path) -> dict[Path, bytes]:
 
 @pytest.mark.slow
 def test_smoke_run_scores_test_selects_on_validation_and_resumes(tmp_path, monkeypatch):
-    import fgsbir_plugin.train.engine as engine
+    import fgsbir_plugin.train.loop as loop
 
     # Record every split the training loop scores: selection must only ever see validation rows.
     scored_photo_ids: list[set] = []
-    real_evaluate = engine.evaluate_split
+    real_evaluate = loop.evaluate_split
 
     def spy(model, sketches, photos, **kw):
         scored_photo_ids.append(set(sketches["photo_id"]) | set(photos["photo_id"]))
         return real_evaluate(model, sketches, photos, **kw)
 
-    monkeypatch.setattr(engine, "evaluate_split", spy)
+    monkeypatch.setattr(loop, "evaluate_split", spy)
     assert acc.main(_args(tmp_path, SMOKE)) == 0
 
     bench = acc.load_benchmark_config(SMOKE)
@@ -111,6 +111,8 @@ def test_smoke_run_scores_test_selects_on_validation_and_resumes(tmp_path, monke
         assert (plots / name).stat().st_size > 1000
 
     # A second run trains nothing: every finished cell is skipped and left byte for byte as it was.
+    import fgsbir_plugin.train.engine as engine
+
     real_train = engine.train
 
     def no_training(*a, **k):

@@ -1,7 +1,5 @@
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +11,6 @@ from fgsbir_plugin.train import cli as train_cli
 from fgsbir_plugin.train.config import TrainConfig, load_config_file
 from fgsbir_plugin.train.embed import embed_folder
 from fgsbir_plugin.train.engine import train
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _train_fixtures import tiny_fgsbir  # noqa: E402
 
 
 @pytest.fixture
@@ -88,8 +83,7 @@ def test_missing_config_file(tmp_path):
         load_config_file(tmp_path / "nope.toml")
 
 
-def test_eval_and_embed_commands(tmp_path, fgsbir, monkeypatch):
-    tiny = tiny_fgsbir()
+def test_eval_and_embed_commands(tmp_path, fgsbir, monkeypatch, tiny):
     train(
         TrainConfig(
             data="tiny",

@@ -15,18 +15,13 @@ from fgsbir_plugin._common import tensor_fingerprint
 from fgsbir_plugin.model_io import load_model
 from fgsbir_plugin.train.checkpoint import flatten_state, load_training_state, unflatten_state
 from fgsbir_plugin.train.config import TrainConfig
-from fgsbir_plugin.train.engine import lr_factor, train
+from fgsbir_plugin.train.engine import train
 from fgsbir_plugin.train.evaluate import run_eval
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _train_fixtures import tiny_fgsbir  # noqa: E402
+from fgsbir_plugin.train.optim import lr_factor
 
 TESTS = Path(__file__).parent
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_fgsbir()
+# Subprocesses import the package from the checkout and the tiny dataset from tests/.
+SUBPROCESS_PATH = os.pathsep.join([str(TESTS.parent), str(TESTS)])
 
 
 def _cfg(out, **kw):
@@ -142,8 +137,6 @@ def test_resume_refuses_changed_settings(tmp_path, tiny):
 
 _KILLED_RUN = textwrap.dedent(
     """
-    import sys
-    sys.path.insert(0, {tests!r})
     from _train_fixtures import tiny_fgsbir
     from fgsbir_plugin.train.config import TrainConfig
     from fgsbir_plugin.train.engine import train
@@ -157,8 +150,8 @@ _KILLED_RUN = textwrap.dedent(
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(tmp_path, tiny):
     """Kill a real training process with SIGKILL mid-run, resume it, compare with an uninterrupted run."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(TESTS.parent))
-    script = _KILLED_RUN.format(tests=str(TESTS), out=str(tmp_path / "b"), resume=False)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=SUBPROCESS_PATH)
+    script = _KILLED_RUN.format(out=str(tmp_path / "b"), resume=False)
     proc = subprocess.Popen([sys.executable, "-c", script], env=env)
     log = tmp_path / "b" / "log.jsonl"
     deadline = time.time() + 120
@@ -170,10 +163,10 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, tiny):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     (tmp_path / "b" / ".state.half-written").mkdir()  # as a kill during a save would leave it
-    script = _KILLED_RUN.format(tests=str(TESTS), out=str(tmp_path / "b"), resume=True)
+    script = _KILLED_RUN.format(out=str(tmp_path / "b"), resume=True)
     subprocess.run([sys.executable, "-c", script], env=env, check=True)
     # The uninterrupted reference runs in the same environment (one thread), so floating-point reductions match.
-    script = _KILLED_RUN.format(tests=str(TESTS), out=str(tmp_path / "a"), resume=False)
+    script = _KILLED_RUN.format(out=str(tmp_path / "a"), resume=False)
     subprocess.run([sys.executable, "-c", script], env=env, check=True)
     assert _weights(tmp_path / "a") == _weights(tmp_path / "b")
     assert not (tmp_path / "b" / ".state.half-written").exists()
@@ -204,7 +197,6 @@ def test_lr_schedules():
 
 
 def test_holef_loss_trains(tmp_path, tiny):
-    pytest.importorskip("fgsbir_plugin.holef", reason="fgsbir_plugin.holef (branch holef) is not merged yet")
     summary = train(_cfg(tmp_path / "h", loss="holef", epochs=1), datasets=tiny)
     assert summary["done"]
 
@@ -244,7 +236,7 @@ def test_forward_passes_modality_only_to_models_that_take_it():
 
 
 def test_early_stopping(tmp_path, tiny, monkeypatch):
-    import fgsbir_plugin.train.engine as engine
+    import fgsbir_plugin.train.loop as loop
 
     # Validation scores that improve once, then never: stop after `early_stop` flat validations.
     scores = iter([(10.0, 50.0), (20.0, 50.0), (20.0, 50.0), (5.0, 90.0), (30.0, 90.0), (40.0, 90.0)])
@@ -262,7 +254,7 @@ def test_early_stopping(tmp_path, tiny, monkeypatch):
             }
         }
 
-    monkeypatch.setattr(engine, "evaluate_split", fake_eval)
+    monkeypatch.setattr(loop, "evaluate_split", fake_eval)
     summary = train(_cfg(tmp_path / "es", epochs=6, early_stop=2), datasets=tiny)
     assert summary["done"] and summary["epoch"] == 4 and summary["step"] == 24
     assert summary["best"] == [20.0, 50.0] and summary["best_step"] == 12
@@ -278,49 +270,8 @@ def test_without_validation_split_the_last_model_is_kept(tmp_path, tiny):
     assert summary["best"] is None and (tmp_path / "nv" / "model" / "model.safetensors").is_file()
 
 
-def _stand_in_holef_module():
-    """A stand-in for fgsbir_plugin.holef (branch holef) with the contract's names, to test the wiring."""
-    import types
-
-    from pytorch_metric_learning.distances import BaseDistance
-    from pytorch_metric_learning.losses import TripletMarginLoss
-
-    class HOLEFDistance(BaseDistance):
-        def __init__(self, dim, **kwargs):
-            super().__init__(normalize_embeddings=True, p=2, power=1, is_inverted=False, **kwargs)
-            self.weight = torch.nn.Parameter(torch.eye(dim))
-
-        def weight_matrix(self):
-            return self.weight
-
-        def compute_mat(self, query_emb, ref_emb):
-            diff = query_emb[:, None, :] - ref_emb[None, :, :]
-            return ((diff @ self.weight) * diff).sum(-1)
-
-        def pairwise_distance(self, query_emb, ref_emb):
-            diff = query_emb - ref_emb
-            return ((diff @ self.weight) * diff).sum(-1)
-
-    class HOLEFLoss(TripletMarginLoss):
-        def __init__(self, *, distance, margin=0.2, reg_weight=0.0):
-            super().__init__(margin=margin, distance=distance)
-            self.reg_weight = reg_weight
-
-    module = types.ModuleType("fgsbir_plugin.holef")
-    module.HOLEFDistance, module.HOLEFLoss = HOLEFDistance, HOLEFLoss
-    return module
-
-
-def test_holef_wiring_with_a_plain_trunk(tmp_path, tiny, monkeypatch):
+def test_holef_wiring_with_a_plain_trunk(tmp_path, tiny):
     """A timm trunk without HOLEF support: W is trained, saved beside model/ and used by eval."""
-    import fgsbir_plugin
-
-    try:
-        import fgsbir_plugin.holef  # noqa: F401
-    except ImportError:  # before the holef branch is merged: a stand-in with the same names
-        module = _stand_in_holef_module()
-        monkeypatch.setitem(sys.modules, "fgsbir_plugin.holef", module)
-        monkeypatch.setattr(fgsbir_plugin, "holef", module, raising=False)
     train(_cfg(tmp_path / "h", loss="holef", miner="semi-hard", epochs=1), datasets=tiny)
     (W,) = load_file(str(tmp_path / "h" / "holef_distance.safetensors")).values()
     assert W.shape == (96, 96) and not torch.equal(W, torch.eye(96))  # trained

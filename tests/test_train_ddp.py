@@ -12,17 +12,16 @@ TESTS = Path(__file__).parent
 
 _SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
-    sys.path.insert(0, {tests!r})
+    import json, os
     import torch
     from _train_fixtures import tiny_fgsbir
     from fgsbir_plugin.train.config import TrainConfig
-    from fgsbir_plugin.train import engine
+    from fgsbir_plugin.train import engine, session
 
     # Record each process's final weights, to check that DDP kept the replicas identical.
     built = []
-    real_build = engine.build_model
-    engine.build_model = lambda cfg: built.append(real_build(cfg)) or built[-1]
+    real_build = session.build_model
+    session.build_model = lambda cfg: built.append(real_build(cfg)) or built[-1]
     cfg = TrainConfig(data="tiny", out={out!r}, model="test_resnet", image_size=28, batch_size=4, epochs=2,
                       lr=1e-3, progress=False, log_every=1, device="cpu")
     summary = engine.train(cfg, datasets=tiny_fgsbir())
@@ -44,8 +43,8 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     script = tmp_path / "ddp_train.py"
-    script.write_text(_SCRIPT.format(tests=str(TESTS), out=str(out)))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(TESTS.parent))
+    script.write_text(_SCRIPT.format(out=str(out)))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]))
     cmd = [
         sys.executable,
         "-m",

@@ -1,17 +1,12 @@
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-import timm
 import torch
+from _train_fixtures import tiny_fgsbir
 from PIL import Image
 
 from fgsbir_plugin.train.demo import DemoSettings, draw_retrievals, run_demo
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _train_fixtures import tiny_fgsbir  # noqa: E402
 
 
 def test_demo_pipeline_with_stand_in_models(tmp_path):
@@ -50,23 +45,12 @@ def test_draw_retrievals_outlines_the_true_match(tmp_path):
     assert img.getpixel((x0 - 2, y + 5)) == (0, 200, 0)
 
 
-_HAVE_SYNTH = importlib.util.find_spec("fgsbir_plugin.data.synthetic") is not None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not _HAVE_SYNTH, reason="needs fgsbir_plugin.data.synthetic (branch synth), not merged yet"
-)
 def test_demo_quick_dssa_beats_untrained(tmp_path):
-    import fgsbir_plugin  # noqa: F401
-
-    if not timm.is_model("dssa"):
-        pytest.skip("needs the DSSA timm models (branch models), not merged yet")
     result = run_demo(tmp_path / "demo", quick=True, progress=False)
     res = result["results"]
     trained, untrained = res["DSSA"]["metrics"], res["DSSA, untrained"]["metrics"]
-    # Before the merge (scratch tree), seeds 0 and 1 gave mAP +22.7 / +13.6 and acc@10 +37.5 / +29.1
-    # points over the untrained DSSA, in about 45 s on 2 CPU cores.
+    # Seeds 0 and 1 gave mAP +22.7 / +13.6 and acc@10 +37.5 / +29.1 points over the untrained DSSA.
     assert trained["mAP"] >= untrained["mAP"] + 8.0, result["table"]
     assert trained["acc@10"] >= untrained["acc@10"] + 15.0, result["table"]
     assert Path(result["figure"]).is_file()

@@ -37,6 +37,8 @@ __all__ = [
     "unflatten_state",
     "capture_rng_state",
     "restore_rng_state",
+    "rng_state_to_json",
+    "rng_state_from_json",
     "save_training_state",
     "load_training_state",
     "has_training_state",
@@ -123,6 +125,24 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([t.to(torch.uint8) for t in cuda])
+
+
+def rng_state_to_json(rng: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`capture_rng_state` result as plain JSON data (to gather it from every DDP process)."""
+    tensors, skeleton = flatten_state(rng)
+    return {
+        "skeleton": skeleton,
+        "tensors": {k: v.tolist() for k, v in tensors.items()},
+        "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in tensors.items()},
+    }
+
+
+def rng_state_from_json(data: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`rng_state_to_json`."""
+    tensors = {
+        k: torch.tensor(v, dtype=getattr(torch, data["dtypes"][k])) for k, v in data["tensors"].items()
+    }
+    return unflatten_state(data["skeleton"], tensors)
 
 
 def save_training_state(

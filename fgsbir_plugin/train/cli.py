@@ -32,17 +32,7 @@ def _bool(parser_group, flag: str, dest: str, help_on: str) -> None:
     )
 
 
-def _add_train(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train",
-        help="train a model (DSSA or any timm model) on a sketch/photo dataset",
-        description="Train on the train split; validate on a part of it carved out by photo; keep the best model. "
-        "Options not given come from --config FILE (YAML or TOML), else the defaults shown.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--config", dest="config_file", default=None, help="YAML/TOML file of options (flags override it)"
-    )
+def _add_data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument(
         "--data",
@@ -65,6 +55,9 @@ def _add_train(subparsers) -> None:
     g.add_argument(
         "--out", default=S, help="run folder to write (model/, state/, log.jsonl, run_config.json)"
     )
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and loss")
     g.add_argument("--model", default=S, help="timm model name (default dssa)")
     g.add_argument(
@@ -83,6 +76,9 @@ def _add_train(subparsers) -> None:
     g.add_argument(
         "--miner", choices=MINERS, default=S, help="triplet mining within the batch (default none: all)"
     )
+
+
+def _add_optimisation_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=S, help="passes over the train sketches (default 10)")
     g.add_argument(
@@ -128,6 +124,9 @@ def _add_train(subparsers) -> None:
         default=S,
         help="stop after this many validations without improvement",
     )
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("input")
     g.add_argument(
         "--image-size", dest="image_size", type=int, default=S, help="input side in pixels (default: model's)"
@@ -148,6 +147,9 @@ def _add_train(subparsers) -> None:
         help="decode images once and keep them in memory (auto: when under --cache-limit-mb)",
     )
     g.add_argument("--cache-limit-mb", dest="cache_limit_mb", type=float, default=S, help="default 2048")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=S, help="default 0")
     g.add_argument("--device", default=S, help="auto, cpu, cuda, cuda:1 (default auto)")
@@ -174,6 +176,24 @@ def _add_train(subparsers) -> None:
         help="save the state and exit after N steps, as if interrupted (resume later)",
     )
     _bool(g, "--resume", "resume", "continue the run in --out from its saved state")
+
+
+def _add_train(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model (DSSA or any timm model) on a sketch/photo dataset",
+        description="Train on the train split; validate on a part of it carved out by photo; keep the best model. "
+        "Options not given come from --config FILE (YAML or TOML), else the defaults shown.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--config", dest="config_file", default=None, help="YAML/TOML file of options (flags override it)"
+    )
+    _add_data_options(p)
+    _add_model_options(p)
+    _add_optimisation_options(p)
+    _add_input_options(p)
+    _add_run_options(p)
     p.set_defaults(func=train_command)
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "SCHEDULES",
     "PRECISIONS",
     "RESUME_OVERRIDABLE",
+    "resume_config",
 ]
 
 LOSSES = ("triplet", "holef")
@@ -230,4 +231,30 @@ def merge_config(file_values: dict[str, Any] | None, flag_values: dict[str, Any]
     """Defaults < file < flags. ``flag_values`` holds only the flags the user gave."""
     merged = dict(file_values or {})
     merged.update(_check_keys(flag_values, "the command line"))
+    return TrainConfig.from_dict(merged)
+
+
+def resume_config(cfg: TrainConfig, saved: dict[str, Any], source: str) -> TrainConfig:
+    """The configuration a ``--resume`` continues with: the ``saved`` settings of the run, with this
+    invocation's runtime settings (:data:`RESUME_OVERRIDABLE`) on top.
+
+    Raises ValueError naming the options given now that differ from the saved ones and may not change.
+    """
+    stored = TrainConfig.from_dict(saved, source).to_dict()
+    given, defaults = cfg.to_dict(), TrainConfig().to_dict()
+    changed = [
+        k
+        for k in given
+        if given[k] != stored[k] and k not in RESUME_OVERRIDABLE and k != "out" and given[k] != defaults[k]
+    ]  # options left at their default were not given
+    if changed:
+        raise ValueError(
+            f"--resume continues {cfg.out} with its saved settings, but {', '.join(changed)} differ; "
+            "drop those options or start a new --out folder."
+        )
+    merged = dict(stored)
+    # Runtime settings come from this invocation (a stored --stop-after-steps must not stop again);
+    # the data folder may move, but stays as stored when not given.
+    merged.update({k: given[k] for k in RESUME_OVERRIDABLE if k != "data_dir" or given[k] is not None})
+    merged["out"], merged["resume"] = str(Path(cfg.out)), True
     return TrainConfig.from_dict(merged)

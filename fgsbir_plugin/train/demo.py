@@ -18,7 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
+from PIL import Image, ImageDraw
+
+from .._common import atomic_path, atomic_write_bytes
+from ..data import load_fgsbir_pair
+from ..metrics import retrieval_metrics
+from ..model_io import load_model
+from ..run_folder import RunFolder
+from ..runtime import resolve_device
+from .config import TrainConfig
+from .engine import train
+from .evaluate import split_distances
 
 __all__ = ["DemoSettings", "DEMO_MODELS", "run_demo", "draw_retrievals"]
 
@@ -62,8 +74,6 @@ class DemoSettings:
 
 
 def _synthetic_datasets(settings: DemoSettings, seed: int):
-    from ..data import load_fgsbir_pair
-
     return load_fgsbir_pair(
         "synthetic",
         None,
@@ -78,9 +88,6 @@ def _synthetic_datasets(settings: DemoSettings, seed: int):
 
 def _embed_split(model, sketches, photos, image_size, device):
     """(metrics, dist [Nq, Ng], target [Nq], (sketch table, transform)) on one split."""
-    from ..metrics import retrieval_metrics
-    from .evaluate import split_distances
-
     out = split_distances(model, sketches, photos, image_size=image_size, device=device, cache=True)
     dist, target = out["dist"], out["target"]
     return retrieval_metrics(dist, target), dist, target, (out["sketch_table"], out["transform"])
@@ -119,10 +126,6 @@ def draw_retrievals(
             ``photos`` (``datasets.Dataset`` of one split).
         sketch_inputs: ``(ImageTable, ImageTransform)`` giving the model's input for a sketch row.
     """
-    from PIL import Image, ImageDraw
-
-    from .._common import atomic_path
-
     nq = min(queries, dist.shape[0])
     # Spread the shown queries over the split rather than showing the first few.
     rows = torch.linspace(0, dist.shape[0] - 1, nq).round().long().tolist()
@@ -161,6 +164,51 @@ def draw_retrievals(
     return path
 
 
+def _demo_config(
+    settings: DemoSettings, run_dir: Path, name: str, kwargs: dict, seed: int, dev, progress: bool
+):
+    return TrainConfig(
+        data="synthetic",
+        out=str(run_dir),
+        model=name,
+        model_kwargs=dict(kwargs),
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        warmup_steps=settings.warmup_steps,
+        validation_size=settings.validation_size,
+        image_size=settings.image_size,
+        seed=seed,
+        device=str(dev),
+        progress=progress,
+        save_every=0,
+        **settings.train_overrides,
+    )
+
+
+def _untrained_row(label: str, name: str, kwargs: dict, seed: int, settings: DemoSettings, test, dev):
+    """The metrics of the first model, untrained (seeded), on the test split."""
+    torch.manual_seed(seed)
+    untrained = timm.create_model(name, pretrained=False, num_classes=0, **kwargs).to(dev)
+    m, _, _, _ = _embed_split(untrained, test[0], test[1], settings.image_size, dev)
+    return f"{label}, untrained", m
+
+
+def _write_report(out: Path, table: str, results: dict, dist, settings: DemoSettings, dev) -> Path:
+    report = {
+        "results": results,
+        "split": "test",
+        "num_queries": int(dist.shape[0]),
+        "num_gallery": int(dist.shape[1]),
+        "settings": {k: v for k, v in settings.__dict__.items()},
+        "device": str(dev),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_bytes(out / "demo_results.md", (table + "\n").encode())
+    atomic_write_bytes(out / "demo_results.json", (json.dumps(report, indent=2) + "\n").encode())
+    return out / "demo_results.json"
+
+
 def run_demo(
     out: str | Path = "fgsbir_demo",
     *,
@@ -178,14 +226,6 @@ def run_demo(
     ``models`` and ``datasets`` exist for tests (stand-in models, tiny data); the command uses the
     DSSA family and the synthetic dataset.
     """
-    import timm
-
-    from .._common import atomic_write_bytes
-    from ..model_io import load_model
-    from ..runtime import resolve_device
-    from .config import TrainConfig
-    from .engine import train
-
     out = Path(out)
     settings = settings or (DemoSettings.quick() if quick else DemoSettings())
     if epochs is not None:
@@ -196,42 +236,21 @@ def run_demo(
     if datasets is None:
         datasets = _synthetic_datasets(settings, seed)
     sketches, photos = datasets
+    test = (sketches["test"], photos["test"])
     if (out / "demo_results.json").exists():
         raise ValueError(f"{out} already holds a demo; choose another --out or delete it.")
 
-    rows: list[tuple[str, dict[str, float]]] = []
-    results: dict[str, Any] = {}
-    first_label, first_name, first_kwargs = models[0]
-    torch.manual_seed(seed)
-    untrained = timm.create_model(first_name, pretrained=False, num_classes=0, **first_kwargs).to(dev)
-    m, _, _, _ = _embed_split(untrained, sketches["test"], photos["test"], settings.image_size, dev)
-    rows.append((f"{first_label}, untrained", m))
-    results[f"{first_label}, untrained"] = {"metrics": m}
+    label, m = _untrained_row(*models[0], seed, settings, test, dev)
+    rows: list[tuple[str, dict[str, float]]] = [(label, m)]
+    results: dict[str, Any] = {label: {"metrics": m}}
     trained: dict[str, tuple[torch.nn.Module, Any]] = {}
     for label, name, kwargs in models:
         run_dir = out / label.replace(" ", "_").replace(",", "").lower()
-        cfg = TrainConfig(
-            data="synthetic",
-            out=str(run_dir),
-            model=name,
-            model_kwargs=dict(kwargs),
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            warmup_steps=settings.warmup_steps,
-            validation_size=settings.validation_size,
-            image_size=settings.image_size,
-            seed=seed,
-            device=str(dev),
-            progress=progress,
-            save_every=0,
-            **settings.train_overrides,
-        )
         if progress:
             print(f"training {label} ({name} {kwargs or ''}) for {settings.epochs} epochs on {dev} ...")
-        summary = train(cfg, datasets=datasets)
-        model = load_model(run_dir / "model", device=dev)
-        m, dist, target, inputs = _embed_split(model, sketches["test"], photos["test"], None, dev)
+        summary = train(_demo_config(settings, run_dir, name, kwargs, seed, dev, progress), datasets=datasets)
+        model = load_model(RunFolder(run_dir).model_dir, device=dev)
+        m, dist, target, inputs = _embed_split(model, *test, None, dev)
         rows.append((label, m))
         results[label] = {
             "metrics": m,
@@ -244,26 +263,15 @@ def run_demo(
         trained[label] = (model, (dist, target, inputs))
 
     table = _table(rows)
-    model, (dist, target, inputs) = trained[first_label]
+    model, (dist, target, inputs) = trained[models[0][0]]
     figure = draw_retrievals(
         out / "demo_retrievals.png",
-        sketches["test"],
-        photos["test"],
+        *test,
         dist,
         target,
         model=model,
         sketch_inputs=inputs,
         queries=settings.queries_in_figure,
     )
-    report = {
-        "results": results,
-        "split": "test",
-        "num_queries": int(dist.shape[0]),
-        "num_gallery": int(dist.shape[1]),
-        "settings": {k: v for k, v in settings.__dict__.items()},
-        "device": str(dev),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    atomic_write_bytes(out / "demo_results.md", (table + "\n").encode())
-    atomic_write_bytes(out / "demo_results.json", (json.dumps(report, indent=2) + "\n").encode())
-    return {"table": table, "json": str(out / "demo_results.json"), "figure": str(figure), "results": results}
+    report = _write_report(out, table, results, dist, settings, dev)
+    return {"table": table, "json": str(report), "figure": str(figure), "results": results}

@@ -1,0 +1,274 @@
+"""The steps of a training run, each working on a :class:`~fgsbir_plugin.train.session.TrainSession`.
+
+One step: a batch of B sketches with their B photos (P distinct photos, see
+:class:`~fgsbir_plugin.data.sampling.PairBatchSampler`), both embedded by the model (its sketch and
+photo trunks when they are separate), then a PML loss over cross-modal triplets only: the sketch
+embeddings are the anchors and the photo embeddings the reference set (``ref_emb``), with
+``labels = ref_labels = photo index``, optionally mined (batch-hard / semi-hard).
+
+:func:`train_one_epoch` runs the steps of one epoch (or up to a stop), :func:`validate` scores the
+validation split, :func:`end_of_epoch` keeps the best model (chosen on the validation split carved
+from train, by acc@1 then acc@10; never the test split) and decides on early stopping,
+:func:`save_state` writes the resumable state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from .._common import atomic_path
+from ..data.sampling import collate_pairs
+from ..model_io import save_model
+from . import ddp
+from .build import loss_distance, saved_model_args
+from .checkpoint import capture_rng_state, rng_state_from_json, rng_state_to_json, save_training_state
+from .evaluate import evaluate_split
+from .optim import set_lr
+from .session import TrainSession
+
+__all__ = [
+    "make_loader",
+    "train_step",
+    "train_one_epoch",
+    "validate",
+    "end_of_epoch",
+    "save_state",
+    "save_best",
+]
+
+
+def make_loader(s: TrainSession, epoch: int) -> torch.utils.data.DataLoader:
+    """The DataLoader of ``epoch``, starting at the batch the run stands at (mid-epoch on resume)."""
+    s.sampler.set_epoch(epoch, start_batch=s.progress["batch_in_epoch"])
+    # The loader draws its base seed from this generator, not the global RNG, so creating a loader
+    # mid-epoch on resume leaves the global RNG (dropout, ...) where it was.
+    loader_gen = torch.Generator().manual_seed(s.cfg.seed * 1_000_003 + epoch)
+    kwargs: dict[str, Any] = {"num_workers": s.cfg.workers, "pin_memory": s.device.type == "cuda"}
+    if s.cfg.workers > 0:
+        kwargs["persistent_workers"] = False
+    return torch.utils.data.DataLoader(
+        s.dataset, batch_sampler=s.sampler, collate_fn=collate_pairs, generator=loader_gen, **kwargs
+    )
+
+
+def train_step(
+    s: TrainSession, sketch: torch.Tensor, photo: torch.Tensor, labels: torch.Tensor, sync
+) -> float:
+    """Forward and backward of one micro-batch (the optimiser step is the caller's); returns the loss."""
+    sketch = sketch.to(s.device, non_blocking=True)
+    photo = photo.to(s.device, non_blocking=True)
+    labels = labels.to(s.device, non_blocking=True)
+    if s.cfg.channels_last:
+        sketch = sketch.contiguous(memory_format=torch.channels_last)
+        photo = photo.contiguous(memory_format=torch.channels_last)
+    with sync:
+        amp = s.amp_dtype
+        with torch.autocast(s.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            es, ep = s.net(sketch, photo)
+        es, ep = es.float(), ep.float()
+        # A separate tensor for ref_labels: PML drops the diagonal (self-pairs) when ref_labels *is*
+        # labels, which here would discard every sketch-photo positive.
+        ref_labels = labels.clone()
+        indices = s.miner(es, labels, ep, ref_labels) if s.miner is not None else None
+        loss = s.loss_fn(es, labels, indices, ep, ref_labels)
+        s.scaler.scale(loss / s.cfg.grad_accum).backward()
+    return float(loss.detach())
+
+
+def _optimizer_step(s: TrainSession) -> None:
+    set_lr(s.optimizer, s.cfg, s.progress["step"], s.total_steps)
+    if s.cfg.grad_clip is not None:
+        s.scaler.unscale_(s.optimizer)
+        torch.nn.utils.clip_grad_norm_(s.pair.parameters(), s.cfg.grad_clip)
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
+    s.optimizer.zero_grad(set_to_none=True)
+    s.progress["step"] += 1
+
+
+class _Throughput:
+    """Images per second between two logged steps."""
+
+    def __init__(self, images_per_step: int) -> None:
+        self.images_per_step = images_per_step
+        self.t_last, self.steps = time.perf_counter(), 0
+
+    def rate(self) -> float:
+        now = time.perf_counter()
+        rate = self.images_per_step * self.steps / max(now - self.t_last, 1e-9)
+        self.t_last, self.steps = now, 0
+        return rate
+
+
+def _log_step(s: TrainSession, epoch: int, value: float, meter: _Throughput, bar) -> None:
+    rate = meter.rate()
+    bar.set_postfix(loss=f"{s.running_loss:.4f}", img_s=f"{rate:.1f}")
+    s.log.write(
+        {
+            "event": "train",
+            "epoch": epoch,
+            "step": s.progress["step"],
+            "loss": value,
+            "loss_avg": s.running_loss,
+            "lr": s.optimizer.param_groups[0]["lr"],
+            "img_per_s": rate,
+        }
+    )
+
+
+def train_one_epoch(s: TrainSession, bar, meter: _Throughput) -> bool:
+    """Run the rest of the current epoch; True when stopped early by ``stop_after_steps``.
+
+    Returns at the end of the epoch, at the last step of training, or at the requested stop; the
+    resumable state is saved every ``save_every`` steps.
+    """
+    cfg, progress = s.cfg, s.progress
+    epoch = progress["epoch"]
+    micro = 0
+    for sketch, photo, labels in make_loader(s, epoch):
+        if progress["batch_in_epoch"] >= s.batches_per_epoch:
+            break
+        micro += 1
+        last_micro = micro % cfg.grad_accum == 0
+        sync = contextlib.nullcontext()
+        if s.info.distributed and not last_micro:
+            sync = s.net.no_sync() if hasattr(s.net, "no_sync") else sync
+        value = train_step(s, sketch, photo, labels, sync)
+        progress["batch_in_epoch"] += 1
+        s.running_loss = value if s.running_loss is None else 0.9 * s.running_loss + 0.1 * value
+        if not last_micro:
+            continue
+        _optimizer_step(s)
+        meter.steps += 1
+        bar.update(1)
+        if progress["step"] % cfg.log_every == 0 or progress["step"] == s.total_steps:
+            _log_step(s, epoch, value, meter, bar)
+        if progress["step"] >= s.total_steps:
+            break
+        if cfg.stop_after_steps is not None and progress["step"] >= cfg.stop_after_steps:
+            return True
+        if cfg.save_every and progress["step"] % cfg.save_every == 0:
+            save_state(s)
+    return False
+
+
+def validate(s: TrainSession) -> dict[str, float] | None:
+    """Validation metrics on the main process (None elsewhere); without a validation split, the
+    current model is saved as the best instead (None)."""
+    if not s.main:
+        return None
+    if not s.has_validation:
+        save_best(s)
+        return None
+    distance = getattr(s.model, "distance", None)
+    if distance is None:
+        distance = loss_distance(s.loss_fn)
+    res = evaluate_split(
+        s.model,
+        s.sketches["validation"],
+        s.photos["validation"],
+        image_size=s.image_size,
+        batch_size=s.cfg.eval_batch_size,
+        device=s.device,
+        distance=distance,
+        autocast_dtype=s.amp_dtype,
+        sketch_table=s.val_tables[0],
+        photo_table=s.val_tables[1],
+    )
+    return res["metrics"]
+
+
+def end_of_epoch(s: TrainSession, epoch: int, bar) -> bool:
+    """Close a complete epoch (or the last step): validate, keep the best model, log; True to stop early."""
+    progress = s.progress
+    progress["epoch"] += 1
+    progress["batch_in_epoch"] = 0
+    metrics = validate(s)
+    stop_early = False
+    if s.main:
+        record: dict[str, Any] = {"event": "epoch", "epoch": epoch, "step": progress["step"]}
+        if metrics is not None:
+            key = [metrics["acc@1"], metrics["acc@10"]]
+            improved = progress["best"] is None or key > progress["best"]
+            if improved:
+                progress["best"], progress["best_step"] = key, progress["step"]
+                progress["bad_validations"] = 0
+                save_best(s)
+            else:
+                progress["bad_validations"] += 1
+            early = s.cfg.early_stop
+            stop_early = early is not None and progress["bad_validations"] >= early
+            record.update({"val": metrics, "best": progress["best"], "improved": improved})
+            bar.write(
+                f"epoch {epoch}: val acc@1 {metrics['acc@1']:.2f} acc@10 {metrics['acc@10']:.2f}"
+                f"{' (best)' if improved else ''}"
+            )
+        s.log.write(record)
+    return ddp.broadcast_flag(stop_early, s.device)
+
+
+def _gathered_rng(s: TrainSession):
+    """This process's RNG state, or every process's (a list by rank) when distributed."""
+    rng = capture_rng_state()
+    if not s.info.distributed:
+        return rng
+    gathered: list[Any] = [None] * s.info.world_size
+    torch.distributed.all_gather_object(gathered, json.dumps(rng_state_to_json(rng)))
+    return [rng_state_from_json(json.loads(g)) for g in gathered]
+
+
+def save_state(s: TrainSession) -> None:
+    """Write ``state/``: current weights, optimiser, scaler, RNG, progress, schedule and configuration."""
+    rngs = _gathered_rng(s)
+    if s.main:
+        save_training_state(
+            s.run.state_dir,
+            s.pair.state_dict(),
+            {
+                "optimizer": s.optimizer.state_dict(),
+                "scaler": s.scaler.state_dict() if s.scaler.is_enabled() else {},
+                "rng": rngs,
+                "progress": s.progress,
+                "schedule": {
+                    "kind": s.cfg.schedule,
+                    "warmup_steps": s.cfg.warmup_steps,
+                    "total_steps": s.total_steps,
+                },
+                "config": s.cfg.to_dict(),
+            },
+        )
+    ddp.barrier()
+
+
+def _save_tensors(path, module: torch.nn.Module) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+
+
+def save_best(s: TrainSession) -> None:
+    """Write the current model as the run's best: ``model/`` (a timm model folder), or a state dict for an
+    injected model; a HOLEF W held by the loss goes beside it."""
+    if s.injected:
+        _save_tensors(s.run.injected_model_path, s.model)
+    else:
+        save_model(s.model, s.run.model_dir, model_args=saved_model_args(s.cfg, s.model))
+    held_by_loss = loss_distance(s.loss_fn)
+    if getattr(s.model, "distance", None) is None and held_by_loss is not None:
+        _save_tensors(s.run.holef_path, held_by_loss)
+
+
+def progress_bar(s: TrainSession):
+    return tqdm(
+        total=s.total_steps,
+        initial=s.progress["step"],
+        disable=not (s.cfg.progress and s.main),
+        unit="step",
+        dynamic_ncols=True,
+    )
