@@ -8,6 +8,9 @@ from typing import Any
 
 from .config import LOSSES, MINERS, OPTIMIZERS, PRECISIONS, SCHEDULES, load_config_file, merge_config
 
+# `fgsbir --help` must answer at once, so each command function imports its implementation (torch,
+# timm, datasets) when it runs, not here.
+
 __all__ = ["register", "config_from_args", "train_command", "eval_command", "embed_command", "demo_command"]
 
 S = argparse.SUPPRESS  # an option left out stays out, so the config file's value (or the default) holds

@@ -14,6 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
 __all__ = [
     "TrainConfig",
     "load_config_file",
@@ -204,15 +211,8 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     suffix = path.suffix.lower()
     text = path.read_text(encoding="utf-8")
     if suffix in (".yaml", ".yml"):
-        import yaml
-
         values = yaml.safe_load(text)
     elif suffix == ".toml":
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            import tomli as tomllib
-
         values = tomllib.loads(text)
     elif suffix == ".json":
         values = json.loads(text)
