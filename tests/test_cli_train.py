@@ -62,7 +62,11 @@ def test_flags_override_config_file(tmp_path):
     [
         ("learning_rate: 0.1\n", [], "unknown option 'learning_rate' in config file"),
         ("", ["--lr", "-1"], "lr = -1.0 is invalid: the learning rate must be a positive number"),
-        ("loss: contrastive\n", [], "loss = 'contrastive' is invalid: choose one of triplet, holef"),
+        (
+            "loss: contrastive\n",
+            [],
+            "loss = 'contrastive' is invalid: choose one of triplet, triplet_l2, holef",
+        ),
         ("batch_size: 0\n", [], "batch_size = 0 is invalid"),
         ("", ["--model", "no_such_model_xyz"], "unknown model 'no_such_model_xyz'"),
         ("", ["--data-dir", "/nonexistent/fgsbir"], "data directory /nonexistent/fgsbir does not exist"),

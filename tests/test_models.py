@@ -91,7 +91,38 @@ def test_spatial_attention_formula_any_shape(hw):
     torch.testing.assert_close(
         mask.sum(dim=(2, 3)), torch.ones(3, 1, dtype=torch.float64), rtol=0, atol=1e-12
     )
+    torch.testing.assert_close(out, f * (1 + hw[0] * hw[1] * mask), rtol=0, atol=0)
+    paper = SpatialAttention(6, 4, residual="paper").double()
+    paper.load_state_dict(att.state_dict())
+    out, mask = paper(f)
     torch.testing.assert_close(out, f + f * mask, rtol=0, atol=0)
+
+
+def test_uniform_attention_weighs_like_the_shortcut():
+    """With a uniform mask the scaled residual doubles the map; the paper's form adds only 1/(H*W) of it."""
+    att = SpatialAttention(3, 2)
+    torch.nn.init.zeros_(att.conv2.weight)  # constant logits: a uniform mask
+    f = torch.rand(2, 3, 7, 7)
+    torch.testing.assert_close(att(f)[0], 2 * f)
+    paper = SpatialAttention(3, 2, residual="paper")
+    torch.nn.init.zeros_(paper.conv2.weight)
+    torch.testing.assert_close(paper(f)[0], f * (1 + 1 / 49))
+    with pytest.raises(ValueError, match="residual must be one of"):
+        SpatialAttention(3, residual="sigmoid")
+
+
+@pytest.mark.parametrize("branches", ["coarse+fine", "coarse", "fine"])
+def test_fusion_branches(branches):
+    torch.manual_seed(0)
+    head = CoarseFineFusion(
+        8, grid=(2, 2), coarse_chs=8, hidden_dim=6, coarse_dim=3, fine_dim=5, branches=branches
+    )
+    x = torch.randn(4, 8, 2, 2)
+    parts = head.forward_branches(x)
+    assert [p.shape[1] for p in parts] == {"coarse+fine": [3, 5], "coarse": [3], "fine": [5]}[branches]
+    assert head(x).shape == (4, head.out_dim) and head.out_dim == sum(p.shape[1] for p in parts)
+    assert hasattr(head, "fc6") == ("coarse" in branches)
+    torch.testing.assert_close(head(x).norm(dim=1), torch.full((4,), len(parts) ** 0.5))
 
 
 def test_fusion_formula_float64():

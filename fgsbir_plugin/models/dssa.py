@@ -4,7 +4,9 @@ Paper: Song, Yu, Song, Xiang, Hospedales, "Deep Spatial-Semantic Attention for F
 Image Retrieval", ICCV 2017.
 
 A trunk (Sketch-a-Net in the paper, or any timm model) gives a map f [B, C, H, W]. Spatial attention
-re-weights it, f' = f + f * m with m a softmax over the H*W positions. The coarse+fine shortcut fusion then
+re-weights it with m, a softmax over the H*W positions: f' = f * (1 + H*W*m) by default, so that the mask is
+measured against a uniform map and can actually move weight (the paper's f' = f + f * m, where the attended
+term is 1/(H*W) of the shortcut, is ``attention_residual="paper"``). The coarse+fine shortcut fusion then
 turns f' into the retrieval embedding:
 
 * coarse: f' average-pooled to a fixed grid (``coarse_grid``, 7x7: the identity for Sketch-a-Net at 225
@@ -16,8 +18,9 @@ turns f' into the retrieval embedding:
 * embedding = concat(coarse, fine) [B, 512]; norm sqrt(2) as in the paper (``renormalize=False``), or
   unit norm with ``renormalize=True``.
 
-Ablations: ``attention=False`` uses f directly, ``fusion=False`` keeps only the coarse branch (256-d);
-both off is the Triplet-SN baseline. ``shared=False`` gives separate sketch and photo trunks (attention and
+Ablations: ``attention=False`` uses f directly, ``fusion=False`` keeps only the coarse branch (256-d; with
+attention off, the paper's Triplet-SN), ``branches="fine"`` keeps only the global pooling (with attention off,
+the plain triplet network of the ablation table). ``shared=False`` gives separate sketch and photo trunks (attention and
 fusion head stay shared) selected by ``forward(x, modality=...)``.
 
 Backbones: ``backbone`` names any timm model; its ``forward_features`` output is the map f (NHWC outputs
@@ -33,15 +36,15 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import get_device_dtype
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..holef import HOLEFDistance
+from .dssa_head import ATTENTION_RESIDUALS, BRANCHES, CoarseFineFusion, SpatialAttention
 from .sketch_a_net import SketchANet  # noqa: F401  (registers the default trunk)
 from .trunk import backbone_cfg_overlay, backbone_feature_indices, create_trunk, trunk_layout
 
-__all__ = ["SpatialAttention", "CoarseFineFusion", "DSSA"]
+__all__ = ["SpatialAttention", "CoarseFineFusion", "DSSA", "ATTENTION_RESIDUALS", "BRANCHES"]
 
 
 # torch.fx leaves: they read the modality string and run-time sizes, which a symbolic trace cannot branch on.
@@ -80,90 +83,6 @@ def _check_global_pool(global_pool: str) -> None:
         raise ValueError(f"global_pool must be 'fusion' or '' (no head), got {global_pool!r}.")
 
 
-class SpatialAttention(nn.Module):
-    """Spatial attention with a residual: f [B, C, H, W] -> (f + f * m, m [B, 1, H, W]).
-
-    m = softmax over the H*W positions of conv2(relu(conv1(f))), conv1 1x1 C -> hidden_chs, conv2 1x1
-    hidden_chs -> 1. conv2 has no bias: a constant added before a softmax changes nothing (and would be a
-    parameter whose gradient is always zero). Works for any H, W.
-    """
-
-    def __init__(self, in_chs: int, hidden_chs: int | None = None, device=None, dtype=None):
-        dd = {"device": device, "dtype": dtype}
-        super().__init__()
-        hidden_chs = hidden_chs or in_chs
-        self.conv1 = nn.Conv2d(in_chs, hidden_chs, 1, **dd)
-        self.act = nn.ReLU()
-        self.conv2 = nn.Conv2d(hidden_chs, 1, 1, bias=False, **dd)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.conv2(self.act(self.conv1(x)))
-        mask = logits.flatten(2).softmax(dim=-1).view_as(logits)
-        return x + x * mask, mask
-
-
-class CoarseFineFusion(nn.Module):
-    """Coarse+fine shortcut fusion: attended map [B, C, H, W] -> embedding [B, out_dim].
-
-    Args:
-        in_chs: C.
-        grid: the fixed grid the coarse branch pools to before fc6.
-        coarse_chs: the coarse branch reduces C to this with a 1x1 conv + ReLU when C is larger.
-        hidden_dim: fc6 width (512).
-        coarse_dim: fc7 width (256).
-        fine_dim: fine branch width; a bias-free linear projection of the sum-pool is added when C differs
-            (None keeps C).
-        fusion: False keeps only the coarse branch (Triplet-SN style), out_dim = coarse_dim.
-        renormalize: L2-normalise the concatenation (default False: the paper's concat of two unit vectors).
-        drop_rate: dropout after fc6.
-    """
-
-    def __init__(
-        self,
-        in_chs: int,
-        grid: tuple[int, int] = (7, 7),
-        coarse_chs: int = 256,
-        hidden_dim: int = 512,
-        coarse_dim: int = 256,
-        fine_dim: int | None = 256,
-        fusion: bool = True,
-        renormalize: bool = False,
-        drop_rate: float = 0.0,
-        device=None,
-        dtype=None,
-    ):
-        dd = {"device": device, "dtype": dtype}
-        super().__init__()
-        self.grid = (int(grid[0]), int(grid[1]))
-        self.fusion = fusion
-        self.renormalize = renormalize
-        if in_chs > coarse_chs:
-            self.reduce = nn.Sequential(nn.Conv2d(in_chs, coarse_chs, 1, **dd), nn.ReLU())
-            reduced = coarse_chs
-        else:
-            self.reduce = nn.Identity()
-            reduced = in_chs
-        self.fc6 = nn.Linear(reduced * self.grid[0] * self.grid[1], hidden_dim, **dd)
-        self.act = nn.ReLU()
-        self.drop = nn.Dropout(drop_rate)
-        self.fc7 = nn.Linear(hidden_dim, coarse_dim, **dd)
-        project = fusion and fine_dim is not None and fine_dim != in_chs
-        self.fine_proj = nn.Linear(in_chs, fine_dim, bias=False, **dd) if project else nn.Identity()
-        self.out_dim = coarse_dim + ((fine_dim if project else in_chs) if fusion else 0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        coarse = self.reduce(F.adaptive_avg_pool2d(x, self.grid)).flatten(1)
-        coarse = self.fc7(self.drop(self.act(self.fc6(coarse))))
-        coarse = F.normalize(coarse, dim=1)
-        if not self.fusion:
-            return coarse
-        fine = F.normalize(self.fine_proj(x.sum(dim=(2, 3))), dim=1)
-        out = torch.cat([coarse, fine], dim=1)
-        if self.renormalize:
-            out = F.normalize(out, dim=1)
-        return out
-
-
 class DSSA(nn.Module):
     """DSSA retrieval model: image [B, in_chans, H, W] -> embedding [B, head_hidden_size] (or logits).
 
@@ -173,7 +92,9 @@ class DSSA(nn.Module):
         in_chans: input channels (1 for Sketch-a-Net sketches, 3 for ImageNet backbones).
         global_pool: ``'fusion'`` (the coarse+fine head) or ``''`` (forward returns the attended map).
         attention: use spatial attention (False: ablation).
+        attention_residual: ``"scaled"`` (default) or ``"paper"``; see :class:`SpatialAttention`.
         fusion: concatenate the fine branch (False: coarse only, ablation).
+        branches: ``"coarse+fine"``, ``"coarse"`` or ``"fine"`` (global pooling only); overrides ``fusion``.
         shared: one trunk for sketches and photos (Siamese, the paper); False: two trunks, chosen by
             ``modality`` (trace those with ``torch.fx`` using ``concrete_args={'modality': ...}``).
         renormalize: L2-normalise the final concatenation (default False = paper).
@@ -209,6 +130,8 @@ class DSSA(nn.Module):
         backbone_kwargs: dict[str, Any] | None = None,
         holef: bool = False,
         holef_nonnegative: bool = False,
+        attention_residual: str = "scaled",
+        branches: str | None = None,
         device=None,
         dtype=None,
     ):
@@ -228,7 +151,11 @@ class DSSA(nn.Module):
         self.num_features = int(self.trunk.num_features)
         self.trunk_fmt, self.num_prefix_tokens, self.patch_size = trunk_layout(self.trunk)
 
-        self.attention = SpatialAttention(self.num_features, attention_chs, **dd) if attention else None
+        self.attention = (
+            SpatialAttention(self.num_features, attention_chs, attention_residual, **dd)
+            if attention
+            else None
+        )
         self.head = CoarseFineFusion(
             self.num_features,
             grid=coarse_grid,
@@ -239,6 +166,7 @@ class DSSA(nn.Module):
             fusion=fusion,
             renormalize=renormalize,
             drop_rate=drop_rate,
+            branches=branches,
             **dd,
         )
         self.head_hidden_size = self.head.out_dim
@@ -345,7 +273,13 @@ class DSSA(nn.Module):
 
         Without attention the weights are uniform, which is what the sum-pool does.
         """
-        f = self._trunk_map(x, modality)
+        return self.forward_map_with_attention(self._trunk_map(x, modality))
+
+    def forward_map_with_attention(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trunk map [B, num_features, h, w] -> (embedding [B, head_hidden_size], attention [B, 1, h, w]).
+
+        The part of the model after the trunk; training on cached trunk maps runs this alone.
+        """
         if self.attention is not None:
             f, mask = self.attention(f)
         else:

@@ -25,6 +25,7 @@ __all__ = [
     "loss_distance",
     "saved_model_args",
     "PairModel",
+    "CachedPairModel",
     "load_datasets",
 ]
 
@@ -69,12 +70,15 @@ def build_loss(
 ) -> tuple[torch.nn.Module, torch.nn.Module | None, Any]:
     """(loss, miner or None, distance) for ``cfg.loss`` / ``cfg.miner``.
 
-    triplet: PML ``TripletMarginLoss(margin)`` on L2-normalised embeddings (Euclidean distance).
+    triplet: PML ``TripletMarginLoss(margin)`` on the squared Euclidean distance of L2-normalised
+    embeddings, which is the HOLEF energy with W = I: the margin means the same in both.
+    triplet_l2: the same on the (non-squared) Euclidean distance.
     holef: ``HOLEFLoss`` with the model's ``distance`` (a HOLEFDistance) when the model has one,
     else a new ``HOLEFDistance(embedding width)`` held by the loss. The miner uses the same distance.
     """
-    if cfg.loss == "triplet":
-        distance = distances.LpDistance(normalize_embeddings=True, p=2, power=1)
+    if cfg.loss in ("triplet", "triplet_l2"):
+        power = 2 if cfg.loss == "triplet" else 1
+        distance = distances.LpDistance(normalize_embeddings=True, p=2, power=power)
         loss = losses.TripletMarginLoss(margin=cfg.margin, distance=distance)
     else:
         distance = getattr(model, "distance", None)
@@ -117,6 +121,17 @@ class PairModel(torch.nn.Module):
 
     def forward(self, sketch: torch.Tensor, photo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return forward_embed(self.model, sketch, "sketch"), forward_embed(self.model, photo, "photo")
+
+
+class CachedPairModel(PairModel):
+    """A :class:`PairModel` whose inputs are cached outputs of a frozen trunk prefix (see ``train.frozen``)."""
+
+    def __init__(self, model: torch.nn.Module, loss: torch.nn.Module, frozen) -> None:
+        super().__init__(model, loss)
+        self.frozen = frozen
+
+    def forward(self, sketch: torch.Tensor, photo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.frozen.rest(sketch), self.frozen.rest(photo)
 
 
 def load_datasets(cfg: TrainConfig):

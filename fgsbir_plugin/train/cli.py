@@ -71,7 +71,13 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         help="JSON keyword arguments for timm.create_model, e.g. '{\"shared\": false}'",
     )
     _bool(g, "--pretrained", "pretrained", "start from the model's pretrained weights")
-    g.add_argument("--loss", choices=LOSSES, default=S, help="triplet (Euclidean) or holef (default triplet)")
+    g.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=S,
+        help="triplet (squared Euclidean, HOLEF with W = I), triplet_l2 (Euclidean) or holef "
+        "(default triplet)",
+    )
     g.add_argument("--margin", type=float, default=S, help="triplet margin (default 0.2)")
     g.add_argument(
         "--holef-lambda", dest="holef_lambda", type=float, default=S, help="HOLEF regulariser weight"
@@ -117,6 +123,19 @@ def _add_optimisation_options(p: argparse.ArgumentParser) -> None:
         "--warmup-steps", dest="warmup_steps", type=int, default=S, help="linear warm-up steps (default 0)"
     )
     g.add_argument("--grad-clip", dest="grad_clip", type=float, default=S, help="clip the gradient norm")
+    g.add_argument(
+        "--freeze",
+        default=S,
+        help="freeze the trunk ('trunk') or its stem and blocks[:K] ('trunk.blocks.K'); their outputs are "
+        "computed once per image and view and cached, and only the rest trains",
+    )
+    g.add_argument(
+        "--cache-views",
+        dest="cache_views",
+        type=int,
+        default=S,
+        help="augmented views cached per training image with --freeze (default 6)",
+    )
     g.add_argument(
         "--grad-accum", dest="grad_accum", type=int, default=S, help="micro-batches per step (default 1)"
     )

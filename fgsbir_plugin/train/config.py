@@ -34,7 +34,9 @@ __all__ = [
     "resume_config",
 ]
 
-LOSSES = ("triplet", "holef")
+# triplet: squared Euclidean distance of L2-normalised embeddings (HOLEF with W = I, so the two share
+# their margin's meaning); triplet_l2: the plain (non-squared) Euclidean distance; holef: the learned energy.
+LOSSES = ("triplet", "triplet_l2", "holef")
 MINERS = ("none", "batch-hard", "semi-hard")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -66,6 +68,8 @@ class TrainConfig:
 
     Learning rates are per optimiser step (after gradient accumulation); ``warmup_steps`` and
     ``max_steps`` count optimiser steps; ``batch_size`` is sketches per process per micro-batch.
+    ``freeze`` names a frozen trunk prefix whose outputs are computed once for ``cache_views`` augmented
+    views of every image and cached (see :mod:`fgsbir_plugin.train.frozen`).
     """
 
     data: str | None = None
@@ -92,6 +96,8 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_steps: int = 0
     grad_clip: float | None = None
+    freeze: str | None = None
+    cache_views: int = 6
     image_size: int | None = None
     hflip: float = 0.5
     stroke_jitter: float = 0.0
@@ -142,7 +148,15 @@ class TrainConfig:
             bad("lr", "the learning rate must be a positive number")
         if self.trunk_lr is not None and not self.trunk_lr >= 0:
             bad("trunk_lr", "the trunk learning rate must be >= 0 (0 freezes the trunk)")
-        positive_ints = ["epochs", "batch_size", "k_per_photo", "grad_accum", "eval_batch_size", "log_every"]
+        positive_ints = [
+            "epochs",
+            "batch_size",
+            "k_per_photo",
+            "grad_accum",
+            "eval_batch_size",
+            "log_every",
+            "cache_views",
+        ]
         for name in positive_ints:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -158,6 +172,13 @@ class TrainConfig:
         for name in ("weight_decay", "margin", "holef_lambda", "momentum"):
             if not getattr(self, name) >= 0:
                 bad(name, "it must be >= 0")
+        if self.freeze is not None and self.freeze != "trunk" and not self.freeze.startswith("trunk.blocks."):
+            bad(
+                "freeze",
+                "name 'trunk' or 'trunk.blocks.K' (the stem and blocks[:K] of an EfficientNet trunk)",
+            )
+        if self.freeze is not None and self.workers:
+            bad("workers", "a frozen trunk trains on cached features in memory: use --workers 0")
         if self.grad_clip is not None and not self.grad_clip > 0:
             bad("grad_clip", "it must be a positive gradient norm or unset")
         for name in ("hflip", "stroke_jitter"):

@@ -37,7 +37,7 @@ def train(cfg: TrainConfig, datasets=None, model: torch.nn.Module | None = None)
     bar = progress_bar(s)
     meter = _Throughput(2 * s.cfg.batch_size * s.cfg.grad_accum * s.info.world_size)
     stopped = False
-    s.pair.train()
+    s.set_train_mode(True)
     try:
         while not s.progress["done"]:
             epoch = s.progress["epoch"]

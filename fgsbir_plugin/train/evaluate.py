@@ -6,6 +6,7 @@ table (unique photos); each sketch's target is the row of its ``photo_id`` in th
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import sys
@@ -74,7 +75,8 @@ def split_distances(
     if distance is None:
         distance = getattr(model, "distance", None)
     if distance is not None:
-        distance = distance.to("cpu")
+        # A copy: moving the model's own distance would move a training model's HOLEF W off its device.
+        distance = copy.deepcopy(distance).to("cpu")
     return {
         "dist": retrieval_distance(es, ep, distance),
         "target": target,

@@ -24,7 +24,9 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .._common import atomic_path
-from ..data.sampling import collate_pairs
+from ..data.sampling import collate_pairs, pair_index
+from ..embedding import retrieval_distance
+from ..metrics import retrieval_metrics
 from ..model_io import save_model
 from . import ddp
 from .build import loss_distance, saved_model_args
@@ -159,6 +161,37 @@ def train_one_epoch(s: TrainSession, bar, meter: _Throughput) -> bool:
     return False
 
 
+@torch.no_grad()
+def _validate_cached(s: TrainSession, distance) -> dict[str, float]:
+    """Validation on the cached evaluation views of the validation split (a frozen trunk prefix)."""
+    s.set_train_mode(False)
+    try:
+        sketch_z, photo_z = s.val_cache
+        step = s.cfg.eval_batch_size
+        es = torch.cat(
+            [
+                s.frozen.rest(sketch_z[i : i + step].float().to(s.device)).float().cpu()
+                for i in range(0, len(sketch_z), step)
+            ]
+        )
+        ep = torch.cat(
+            [
+                s.frozen.rest(photo_z[i : i + step].float().to(s.device)).float().cpu()
+                for i in range(0, len(photo_z), step)
+            ]
+        )
+    finally:
+        s.set_train_mode(True)
+    val_s, val_p = s.sketches["validation"], s.photos["validation"]
+    target = pair_index(list(val_s["photo_id"]), list(val_p["photo_id"]))
+    if distance is not None:
+        distance = distance.to("cpu")
+    dist = retrieval_distance(es, ep, distance)
+    if distance is not None:
+        distance.to(s.device)
+    return retrieval_metrics(dist, target)
+
+
 def validate(s: TrainSession) -> dict[str, float] | None:
     """Validation metrics on the main process (None elsewhere); without a validation split, the
     current model is saved as the best instead (None)."""
@@ -170,6 +203,8 @@ def validate(s: TrainSession) -> dict[str, float] | None:
     distance = getattr(s.model, "distance", None)
     if distance is None:
         distance = loss_distance(s.loss_fn)
+    if s.frozen is not None:
+        return _validate_cached(s, distance)
     res = evaluate_split(
         s.model,
         s.sketches["validation"],

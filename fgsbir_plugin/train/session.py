@@ -25,9 +25,18 @@ from ..embedding import model_input_spec
 from ..run_folder import RunFolder
 from ..runtime import resolve_device
 from . import ddp
-from .build import PairModel, build_loss, build_model, check_model_name, load_datasets, loss_distance
+from .build import (
+    CachedPairModel,
+    PairModel,
+    build_loss,
+    build_model,
+    check_model_name,
+    load_datasets,
+    loss_distance,
+)
 from .checkpoint import has_training_state, load_training_state, restore_rng_state
 from .config import TrainConfig, resume_config
+from .frozen import CachedPairDataset, FrozenTrunk, cached_views
 from .optim import build_optimizer
 from .run_log import RunLog
 
@@ -66,11 +75,13 @@ class TrainSession:
     image_size: int
     sketches: Any
     photos: Any
-    dataset: PairDataset
+    dataset: PairDataset | CachedPairDataset
     sampler: PairBatchSampler
     batches_per_epoch: int
     total_steps: int
     val_tables: tuple[ImageTable, ImageTable] | None
+    frozen: FrozenTrunk | None = None
+    val_cache: tuple[torch.Tensor, torch.Tensor] | None = None
     progress: dict[str, Any] = field(default_factory=new_progress)
     net: torch.nn.Module | None = None
     log: RunLog | None = None
@@ -83,6 +94,12 @@ class TrainSession:
     @property
     def has_validation(self) -> bool:
         return "validation" in self.sketches and len(self.sketches["validation"]) > 0
+
+    def set_train_mode(self, training: bool) -> None:
+        """Train or eval mode for the trained modules; a frozen trunk prefix and its BatchNorms stay in eval."""
+        self.pair.train(training)
+        if self.frozen is not None:
+            self.frozen.set_mode(training)
 
     @property
     def distance(self):
@@ -127,10 +144,49 @@ def _record_input_size(model: torch.nn.Module, spec: dict[str, Any], image_size:
     model.pretrained_cfg = pc
 
 
-def _input_pipeline(cfg: TrainConfig, spec: dict[str, Any], sketches, photos, info: ddp.DistInfo):
-    """(pair dataset, batch sampler, batches per epoch, total optimiser steps, validation tables).
+def _cached_pipeline(
+    cfg: TrainConfig, frozen: FrozenTrunk, spec: dict[str, Any], tables, transforms, device: torch.device
+):
+    """(CachedPairDataset of the train split, (sketch, photo) view-0 outputs of the validation split or None).
 
-    Images are decoded once (cached in memory when small) and augmented as tensors per sample.
+    ``tables``: (train sketches, train photos, validation sketches or None, validation photos or None).
+    """
+    s_table, p_table, vs_table, vp_table = tables
+    s_tf, p_tf, eval_tf = transforms
+    settings = (frozen.fingerprint(), cfg.data, cfg.data_dir, json.dumps(cfg.data_kwargs, sort_keys=True))
+    settings += (spec["image_size"], spec["crop_pct"], tuple(spec["mean"]), tuple(spec["std"]))
+
+    def views(table, column, tf, n):
+        key = settings + (column, tf.hflip, tf.stroke_jitter)
+        ids = list(table.dataset[f"{column}_id"])
+        return cached_views(frozen, table, ids, n, tf, eval_tf, device, cfg.eval_batch_size, memo_key=key)
+
+    s2p = pair_index(list(s_table.dataset["photo_id"]), list(p_table.dataset["photo_id"]))
+    train = CachedPairDataset(
+        views(s_table, "sketch", s_tf, cfg.cache_views),
+        views(p_table, "photo", p_tf, cfg.cache_views),
+        s2p,
+        cfg.seed,
+    )
+    val = None
+    if vs_table is not None:
+        val = (views(vs_table, "sketch", s_tf, 1)[:, 0], views(vp_table, "photo", p_tf, 1)[:, 0])
+    return train, val
+
+
+def _input_pipeline(
+    cfg: TrainConfig,
+    spec: dict[str, Any],
+    sketches,
+    photos,
+    info: ddp.DistInfo,
+    frozen: FrozenTrunk | None = None,
+    device: torch.device | None = None,
+):
+    """(pair dataset, batch sampler, batches per epoch, total optimiser steps, validation tables, val cache).
+
+    Images are decoded once (cached in memory when small) and augmented as tensors per sample; with a frozen
+    trunk prefix, its outputs for ``cache_views`` views per image are computed once instead.
     """
     load = load_size_for(spec["image_size"], spec["crop_pct"])
     cache = {"auto": None, "yes": True, "no": False}[cfg.cache]
@@ -160,7 +216,12 @@ def _input_pipeline(cfg: TrainConfig, spec: dict[str, Any], sketches, photos, in
             ImageTable(sketches["validation"], "sketch", load, c, cache, cfg.cache_limit_mb),
             ImageTable(photos["validation"], "photo", load, c, cache, cfg.cache_limit_mb),
         )
-    return dataset, sampler, batches_per_epoch, total_steps, val_tables
+    val_cache = None
+    if frozen is not None:
+        eval_tf = ImageTransform(size, mean, std, c)
+        tables = (s_table, p_table, *(val_tables or (None, None)))
+        dataset, val_cache = _cached_pipeline(cfg, frozen, spec, tables, (s_tf, p_tf, eval_tf), device)
+    return dataset, sampler, batches_per_epoch, total_steps, val_tables, val_cache
 
 
 def _restore_or_start(s: TrainSession) -> None:
@@ -215,14 +276,17 @@ def start_session(cfg: TrainConfig, datasets=None, model: torch.nn.Module | None
         model = build_model(cfg)
     spec = model_input_spec(model, cfg.image_size)
     _record_input_size(model, spec, cfg.image_size)
+    frozen = FrozenTrunk(model, cfg.freeze) if cfg.freeze else None
     loss_fn, miner, _ = build_loss(cfg, model)
-    pair = PairModel(model, loss_fn).to(device)
+    pair = (PairModel(model, loss_fn) if frozen is None else CachedPairModel(model, loss_fn, frozen)).to(
+        device
+    )
     if cfg.channels_last:
         pair = pair.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, pair)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    dataset, sampler, batches_per_epoch, total_steps, val_tables = _input_pipeline(
-        cfg, spec, sketches, photos, info
+    dataset, sampler, batches_per_epoch, total_steps, val_tables, val_cache = _input_pipeline(
+        cfg, spec, sketches, photos, info, frozen, device
     )
     s = TrainSession(
         cfg=cfg,
@@ -245,6 +309,8 @@ def start_session(cfg: TrainConfig, datasets=None, model: torch.nn.Module | None
         batches_per_epoch=batches_per_epoch,
         total_steps=total_steps,
         val_tables=val_tables,
+        frozen=frozen,
+        val_cache=val_cache,
     )
     _restore_or_start(s)
     s.net = _wrap(s)
