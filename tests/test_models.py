@@ -316,3 +316,18 @@ def test_sketch_a_net_too_small_input_is_explained():
         assert model(torch.zeros(1, 1, MIN_INPUT_SIZE, MIN_INPUT_SIZE)).shape == (1, 512)
         with pytest.raises(ValueError, match=f"at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels, got 80x96"):
             model(torch.zeros(1, 1, 80, 96))
+
+
+def test_trunk_level_cuts_the_trunk_and_round_trips(tmp_path):
+    from fgsbir_plugin.model_io import load_model, save_model
+
+    torch.manual_seed(0)
+    model = timm.create_model("dssa_efficientnet_lite0", trunk_level=3, attention_chs=8).eval()
+    assert model.num_features == 112 and len(model.trunk.blocks) == 5
+    assert model.feature_info[-1]["num_chs"] == 112 and len(model.feature_info) == 4
+    x = torch.randn(1, 3, 96, 96)
+    assert model.forward_features(x).shape == (1, 112, 6, 6)
+    save_model(model, tmp_path / "m")
+    torch.testing.assert_close(load_model(tmp_path / "m")(x), model(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="not a feature level"):
+        timm.create_model("dssa_efficientnet_lite0", trunk_level=7)

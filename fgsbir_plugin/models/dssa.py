@@ -95,6 +95,7 @@ class DSSA(nn.Module):
         attention_residual: ``"scaled"`` (default) or ``"paper"``; see :class:`SpatialAttention`.
         fusion: concatenate the fine branch (False: coarse only, ablation).
         branches: ``"coarse+fine"``, ``"coarse"`` or ``"fine"`` (global pooling only); overrides ``fusion``.
+        trunk_level: cut the trunk after this level of its ``feature_info`` (see ``trunk.create_trunk``).
         shared: one trunk for sketches and photos (Siamese, the paper); False: two trunks, chosen by
             ``modality`` (trace those with ``torch.fx`` using ``concrete_args={'modality': ...}``).
         renormalize: L2-normalise the final concatenation (default False = paper).
@@ -132,6 +133,7 @@ class DSSA(nn.Module):
         holef_nonnegative: bool = False,
         attention_residual: str = "scaled",
         branches: str | None = None,
+        trunk_level: int | None = None,
         device=None,
         dtype=None,
     ):
@@ -146,8 +148,8 @@ class DSSA(nn.Module):
         self.backbone = backbone
 
         trunk_args = (backbone, in_chans, pretrained_backbone, backbone_kwargs)
-        self.trunk = create_trunk(*trunk_args, **dd)
-        self.photo_trunk = None if shared else create_trunk(*trunk_args, **dd)
+        self.trunk = create_trunk(*trunk_args, **dd, level=trunk_level)
+        self.photo_trunk = None if shared else create_trunk(*trunk_args, **dd, level=trunk_level)
         self.num_features = int(self.trunk.num_features)
         self.trunk_fmt, self.num_prefix_tokens, self.patch_size = trunk_layout(self.trunk)
 
@@ -173,9 +175,10 @@ class DSSA(nn.Module):
         self.classifier = (
             nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
         )
-        self.feature_info = [
-            dict(fi, module=f"trunk.{fi['module']}") for fi in getattr(self.trunk, "feature_info", [])
-        ]
+        levels = list(getattr(self.trunk, "feature_info", []))
+        if trunk_level is not None:
+            levels = levels[: trunk_level + 1]  # timm's pruning keeps the trunk's list of all levels
+        self.feature_info = [dict(fi, module=f"trunk.{fi['module']}") for fi in levels]
         if holef:
             # The learned energy belongs to the model: its W is saved, published and loaded with the weights,
             # and the search index is built from the loaded model alone.
