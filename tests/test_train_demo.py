@@ -11,8 +11,12 @@ from fgsbir_plugin.train.demo import DemoSettings, draw_retrievals, run_demo
 
 def test_demo_pipeline_with_stand_in_models(tmp_path):
     """The demo's structure (train both, evaluate with an untrained row, table, JSON, picture) on tiny data."""
-    settings = DemoSettings(epochs=1, image_size=28, batch_size=4, warmup_steps=0, queries_in_figure=3)
-    models = (("DSSA", "test_resnet", {}), ("triplet baseline", "test_resnet", {"drop_rate": 0.0}))
+    settings = DemoSettings(max_steps=6, image_size=28, batch_size=4, warmup_steps=0, queries_in_figure=3)
+    plain = {"freeze": None, "eval_every": None}
+    models = (
+        ("DSSA", "test_resnet", {}, plain),
+        ("triplet baseline", "test_resnet", {"drop_rate": 0.0}, plain),
+    )
     result = run_demo(
         tmp_path / "demo", settings=settings, models=models, datasets=tiny_fgsbir(), progress=False
     )
@@ -46,11 +50,13 @@ def test_draw_retrievals_outlines_the_true_match(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_quick_dssa_beats_untrained(tmp_path):
+def test_demo_quick_dssa_beats_untrained_and_the_baseline(tmp_path):
     result = run_demo(tmp_path / "demo", quick=True, progress=False)
     res = result["results"]
     trained, untrained = res["DSSA"]["metrics"], res["DSSA, untrained"]["metrics"]
-    # Seeds 0 and 1 gave mAP +22.7 / +13.6 and acc@10 +37.5 / +29.1 points over the untrained DSSA.
-    assert trained["mAP"] >= untrained["mAP"] + 8.0, result["table"]
-    assert trained["acc@10"] >= untrained["acc@10"] + 15.0, result["table"]
+    baseline = res["triplet baseline"]["metrics"]
+    # Seed 0 on the 2-core sandbox, mAP: 78.1 trained with 2 threads (65.6 with 1: the 8-photo validation
+    # split picks another step), 47.8 untrained, 35.5 for the triplet baseline.
+    assert trained["mAP"] >= untrained["mAP"] + 10.0, result["table"]
+    assert trained["mAP"] > baseline["mAP"], result["table"]
     assert Path(result["figure"]).is_file()

@@ -98,3 +98,28 @@ def test_frozen_resume_is_bit_identical(tmp_path, tiny):
     a = load_file(str(tmp_path / "a" / "state" / "model.safetensors"))
     b = load_file(str(tmp_path / "b" / "state" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_every_validates_on_step_counts(tmp_path, tiny):
+    import json
+
+    summary = train(_cfg(tmp_path / "e", epochs=3, eval_every=4), datasets=tiny)
+    records = [json.loads(line) for line in (tmp_path / "e" / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r["event"] == "epoch"]
+    total = summary["total_steps"]
+    assert steps == sorted({*range(4, total + 1, 4), total}) and summary["done"]
+    # Stopped and resumed mid-way, it ends where an uninterrupted run ends.
+    train(_cfg(tmp_path / "r", epochs=3, eval_every=4, stop_after_steps=5), datasets=tiny)
+    resumed = train(_cfg(tmp_path / "r", epochs=3, eval_every=4, resume=True), datasets=tiny)
+    assert resumed["best"] == summary["best"] and resumed["best_step"] == summary["best_step"]
+    a = load_file(str(tmp_path / "e" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "r" / "model" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_saved_model_loads_without_the_offline_weights_or_the_overlay(tmp_path, tiny):
+    cfg = _cfg(tmp_path / "o", epochs=1)
+    cfg.model_kwargs = dict(cfg.model_kwargs, pretrained_cfg_overlay={"crop_pct": 0.875})
+    train(cfg, datasets=tiny)
+    model = load_model(tmp_path / "o" / "model")
+    assert model.pretrained_cfg["crop_pct"] == 0.875

@@ -100,8 +100,16 @@ def loss_distance(loss_fn: torch.nn.Module) -> HOLEFDistance | None:
 
 
 def saved_model_args(cfg: TrainConfig, model: torch.nn.Module) -> dict[str, Any]:
-    """The constructor arguments recorded with the saved model (``holef`` when it owns a distance)."""
-    args = dict(cfg.model_kwargs)
+    """The constructor arguments recorded with the saved model (``holef`` when it owns a distance).
+
+    ``pretrained_backbone`` (starting weights, replaced by the saved ones) and ``pretrained_cfg_overlay`` (already
+    folded into the saved ``pretrained_cfg``; timm's loader passes its own) are left out.
+    """
+    args = {
+        k: v
+        for k, v in cfg.model_kwargs.items()
+        if k not in ("pretrained_backbone", "pretrained_cfg_overlay")
+    }
     if getattr(model, "distance", None) is not None:
         args["holef"] = True
     return args

@@ -140,6 +140,13 @@ def _add_optimisation_options(p: argparse.ArgumentParser) -> None:
         "--grad-accum", dest="grad_accum", type=int, default=S, help="micro-batches per step (default 1)"
     )
     g.add_argument(
+        "--eval-every",
+        dest="eval_every",
+        type=int,
+        default=S,
+        help="validate (and keep the best model) every N steps and at the last one, not every epoch",
+    )
+    g.add_argument(
         "--early-stop",
         dest="early_stop",
         type=int,
@@ -328,13 +335,10 @@ def _add_demo(subparsers) -> None:
     )
     p.add_argument("--out", default="fgsbir_demo", help="folder for the two runs, the table and the picture")
     p.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="epochs per model (default 8; 10 with --quick, on fewer, smaller images)",
+        "--steps", type=int, default=None, help="training steps per model (default 200; 100 with --quick)"
     )
     p.add_argument(
-        "--quick", action="store_true", help="80 photos at 160 px: under a minute (the CI smoke run)"
+        "--quick", action="store_true", help="60 photos at 144 px: about a minute (the CI smoke run)"
     )
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -347,7 +351,7 @@ def demo_command(args: argparse.Namespace) -> int:
 
     result = run_demo(
         args.out,
-        epochs=args.epochs,
+        steps=args.steps,
         quick=args.quick,
         device=args.device,
         seed=args.seed,

@@ -112,6 +112,7 @@ class TrainConfig:
     cache_limit_mb: float = 2048.0
     eval_batch_size: int = 64
     early_stop: int | None = None
+    eval_every: int | None = None
     save_every: int = 50
     log_every: int = 10
     log_csv: bool = False
@@ -161,7 +162,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 bad(name, "it must be a positive integer")
-        for name in ("max_steps", "stop_after_steps", "early_stop", "image_size"):
+        for name in ("max_steps", "stop_after_steps", "early_stop", "image_size", "eval_every"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 bad(name, "it must be a positive integer or unset")

