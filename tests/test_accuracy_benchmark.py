@@ -1,137 +1,254 @@
-"""The accuracy benchmark harness (benchmarks/accuracy.py) in its CPU smoke mode, on synthetic data."""
+"""The accuracy benchmark harness (benchmarks/accuracy*.py): its smoke config end to end, and its parts."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SMOKE = REPO / "benchmarks" / "accuracy_configs" / "smoke.yaml"
-GPU = REPO / "benchmarks" / "accuracy_configs" / "gpu.yaml"
+BENCH = REPO / "benchmarks"
+CONFIGS = BENCH / "accuracy_configs"
+SMOKE, CPU, GPU = (CONFIGS / f"{n}.yaml" for n in ("smoke", "cpu", "gpu"))
 
 
-def _load_harness():
-    spec = importlib.util.spec_from_file_location("accuracy_benchmark", REPO / "benchmarks" / "accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def _load(name: str):
+    """A module of benchmarks/, imported as the script imports it (by its plain name)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
-acc = _load_harness()
+# In dependency order: each module imports the ones before it.
+config, scoring, cells, report, figures, acc = (
+    _load(n)
+    for n in (
+        "accuracy_config",
+        "accuracy_scoring",
+        "accuracy_cells",
+        "accuracy_report",
+        "accuracy_figures",
+        "accuracy",
+    )
+)
 
+ROW_KEYS = {
+    "dataset", "method", "label", "seeds", "per_seed", "acc1_mean", "acc1_std", "acc10_mean", "acc10_std",
+    "map_mean", "map_std", "device", "commit", "date", "wall_s", "diagnostics", "note", "not_run",
+}  # fmt: skip
 TINY_CLIP = dict(image_size=32, layers=1, width=32, patch_size=8, head_width=16)
 
 
-def _args(tmp_path: Path, config: Path, *extra: str) -> list[str]:
+def _args(tmp_path: Path, config_path: Path, *extra: str) -> list[str]:
     return [
-        "--config",
-        str(config),
-        "--results-dir",
-        str(tmp_path / "results"),
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "--device",
-        "cpu",
+        "--config", str(config_path),
+        "--results-dir", str(tmp_path / "results"),
+        "--runs-dir", str(tmp_path / "runs"),
+        "--device", "cpu",
         *extra,
-    ]
+    ]  # fmt: skip
 
 
-def _cells(tmp_path: Path) -> dict[Path, bytes]:
-    return {p: p.read_bytes() for p in sorted((tmp_path / "results" / "accuracy").rglob("seed*.json"))}
+def _cells(tmp_path: Path, name: str = "accuracy_smoke") -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted((tmp_path / "results" / name).rglob("seed*.json"))}
+
+
+def _cell(tmp_path: Path, dataset: str, method: str, seed: int, name: str = "accuracy_smoke") -> dict:
+    return json.loads(cells.cell_path(tmp_path / "results", name, dataset, method, seed).read_text())
+
+
+def _check_row_figures(row: dict) -> None:
+    assert set(row) == ROW_KEYS
+    assert [p["seed"] for p in row["per_seed"]] == row["seeds"]
+    for key in ("acc1", "acc10", "map"):
+        values = [p[key] for p in row["per_seed"]]
+        assert row[f"{key}_mean"] == pytest.approx(statistics.fmean(values))
+        assert row[f"{key}_std"] == pytest.approx(statistics.stdev(values))  # the sample std
+
+
+def _check_tables(tmp_path: Path, bench: dict) -> None:
+    """The smoke run's JSON and Markdown tables, diagnostics and pictures."""
+    table = json.loads((tmp_path / "results" / "accuracy_smoke.json").read_text())
+    assert {"rows", "command", "total_wall_s", "config", "protocol", "std"} <= set(table)
+    assert table["protocol"] == bench["protocol"] and "smoke.yaml" in table["command"]
+    rows = {r["method"]: r for r in table["rows"]}
+    assert list(rows) == ["triplet", "dssa_full", "pretrained_zero_shot"]
+    for row in rows.values():
+        _check_row_figures(row)
+        assert row["seeds"] == [0, 1] and row["not_run"] is None and row["commit"] and row["device"]
+    assert (
+        rows["pretrained_zero_shot"]["acc1_std"] == 0.0
+        and "computed once" in rows["pretrained_zero_shot"]["note"]
+    )
+    assert table["total_wall_s"] == pytest.approx(sum(r["wall_s"] for r in rows.values()), abs=0.05)
+
+    # Diagnostics: present, in range, null where the model has no such part.
+    d = {m: r["diagnostics"] for m, r in rows.items()}
+    for side in ("sketch", "photo"):
+        assert 0.0 < d["dssa_full"][f"attention_lift_{side}"] < 50.0
+        assert d["dssa_full"][f"attention_peak_{side}"] >= 1.0
+        assert (
+            d["triplet"][f"attention_lift_{side}"] is None
+            and d["pretrained_zero_shot"][f"attention_peak_{side}"] is None
+        )
+    for m, part in (("dssa_full", "fine"), ("dssa_full", "coarse"), ("triplet", "fine")):
+        assert -1.0 <= d[m][f"{part}_cosine_photo"] <= 1.0
+    assert (
+        d["triplet"]["coarse_cosine_photo"] is None and d["pretrained_zero_shot"]["fine_cosine_photo"] is None
+    )
+    assert all(-1.0 <= r["embedding_cosine_photo"] <= 1.0 for r in d.values())
+
+    md = (tmp_path / "results" / "accuracy_smoke.md").read_text()
+    assert "## synthetic (generated)" in md and " ± " in md and "sample standard deviation" in md
+    assert bench["protocol"] in md and table["command"] in md and "Total wall time" in md
+    assert "not run" not in md
+    # Generated data: the retrieval picture sits with the tables.
+    for png in ("accuracy_smoke_acc_at_k_synthetic.png", "accuracy_smoke_retrievals_synthetic.png"):
+        assert (tmp_path / "results" / png).stat().st_size > 1000
+    assert not (tmp_path / "runs" / "figures").exists()
 
 
 @pytest.mark.slow
-def test_smoke_run_scores_test_selects_on_validation_and_resumes(tmp_path, monkeypatch):
-    import fgsbir_plugin.train.loop as loop
+def test_smoke_config_end_to_end_resumes_skips_and_redoes_corrupt_cells(tmp_path, monkeypatch):
+    from fgsbir_plugin.train import engine, loop
 
-    # Record every split the training loop scores: selection must only ever see validation rows.
-    scored_photo_ids: list[set] = []
-    real_evaluate = loop.evaluate_split
+    real_train, real_validate, real_score = engine.train, loop.validate, cells.score_test_split
+    # 1. A cell stopped half-way (as a kill would leave it): the harness says so and keeps its run folder.
+    monkeypatch.setattr(
+        engine, "train", lambda cfg, **kw: real_train(dataclasses.replace(cfg, stop_after_steps=3), **kw)
+    )
+    with pytest.raises(RuntimeError, match="resume"):
+        acc.main(_args(tmp_path, SMOKE, "--methods", "dssa_full", "--seeds", "0", "--no-plots"))
 
-    def spy(model, sketches, photos, **kw):
-        scored_photo_ids.append(set(sketches["photo_id"]) | set(photos["photo_id"]))
-        return real_evaluate(model, sketches, photos, **kw)
+    # 2. The whole smoke grid: the stopped cell resumes; selection only ever sees validation rows.
+    trained, validated, scored = [], [], []
+    monkeypatch.setattr(
+        engine,
+        "train",
+        lambda cfg, **kw: trained.append((Path(cfg.out), cfg.resume)) or real_train(cfg, **kw),
+    )
 
-    monkeypatch.setattr(loop, "evaluate_split", spy)
+    def spy_validate(s):
+        validated.append((s.photos, len(s.val_cache[0]), len(s.sketches["validation"])))
+        return real_validate(s)
+
+    monkeypatch.setattr(loop, "validate", spy_validate)
+    monkeypatch.setattr(cells, "score_test_split", lambda *a, **k: scored.append(1) or real_score(*a, **k))
     assert acc.main(_args(tmp_path, SMOKE)) == 0
 
-    bench = acc.load_benchmark_config(SMOKE)
-    cells = _cells(tmp_path)
-    assert len(cells) == len(bench["methods"]) * len(bench["seeds"]) == 4
-    for method in bench["methods"]:
-        for seed in bench["seeds"]:
-            rec = json.loads(acc.cell_path(tmp_path / "results", "synthetic", method, seed).read_text())
+    bench = config.load_benchmark_config(SMOKE)
+    runs = tmp_path / "runs" / "synthetic"
+    assert sorted(trained) == sorted(
+        [
+            (runs / m / f"seed{s}", m == "dssa_full" and s == 0)
+            for m in ("triplet", "dssa_full")
+            for s in (0, 1)
+        ]
+    )
+    assert len(scored) == 4 + 1  # the test split once per trained cell, once for the seed-independent row
+    assert validated
+    for photos, cached, n_val in validated:
+        val, test = set(photos["validation"]["photo_id"]), set(photos["test"]["photo_id"])
+        # The cached evaluation views that validation ranks are those of the validation rows.
+        assert val and not val & test and cached == n_val
+    found = _cells(tmp_path)
+    assert len(found) == len(bench["methods"]) * len(bench["seeds"]) == 6
+    for method in ("triplet", "dssa_full"):
+        for seed in (0, 1):
+            rec = _cell(tmp_path, "synthetic", method, seed)
             assert rec["split"] == "test" and rec["selection"]["split"] == "validation"
-            assert set(rec["metrics"]) == set(acc.METRIC_KEYS)
-            assert all(math.isfinite(v) for v in rec["metrics"].values())
+            assert rec["selection"]["total_steps"] == bench["train"]["max_steps"]
             assert len(rec["ranks"]) == rec["num_queries"] > 0
-            assert all(1 <= r <= rec["num_gallery"] for r in rec["ranks"])
-            acc1 = 100.0 * sum(r == 1 for r in rec["ranks"]) / len(rec["ranks"])
-            assert rec["metrics"]["acc@1"] == pytest.approx(acc1)
-            for key in ("device", "date", "commit", "command", "wall_s", "config"):
-                assert key in rec
-            assert rec["config"]["train"]["seed"] == seed
-            # The same carve as the run's: its test photos are disjoint from every scored selection split.
-            sketches, photos = acc.load_cell_data(
-                bench, "synthetic", seed, None, bench["train"]["validation_size"]
+            assert rec["metrics"]["acc@1"] == pytest.approx(
+                100.0 * sum(r == 1 for r in rec["ranks"]) / len(rec["ranks"])
             )
-            test_ids = set(photos["test"]["photo_id"])
-            val_ids = set(photos["validation"]["photo_id"])
-            assert len(sketches["test"]) == rec["num_queries"]
-            assert not test_ids & val_ids
-    # Cells run method by method, seed by seed, one validation per epoch: each scored set belongs to
-    # a known seed's carve and must lie inside its validation photos, never touching its test photos.
-    epochs, seeds = bench["train"]["epochs"], bench["seeds"]
-    assert len(scored_photo_ids) == epochs * len(cells)
-    splits = {
-        s: acc.load_cell_data(bench, "synthetic", s, None, bench["train"]["validation_size"]) for s in seeds
-    }
-    for i, ids in enumerate(scored_photo_ids):
-        photos = splits[seeds[(i // epochs) % len(seeds)]][1]
-        assert ids == set(photos["validation"]["photo_id"])
-        assert not ids & set(photos["test"]["photo_id"])
+            assert rec["config"]["train"]["seed"] == seed and rec["config"]["train"]["freeze"] == "trunk"
+    # The seed-independent row: computed once (seed 0), the same record for seed 1.
+    zero = [_cell(tmp_path, "synthetic", "pretrained_zero_shot", s) for s in (0, 1)]
+    assert zero[0]["metrics"] == zero[1]["metrics"] and zero[0]["diagnostics"] == zero[1]["diagnostics"]
+    assert [z["computed_with_seed"] for z in zero] == [0, 0] and zero[1]["wall_s"] == 0.0
+    assert zero[0]["selection"]["split"] is None and zero[0]["run_dir"] is None
 
-    md = (tmp_path / "results" / "accuracy.md").read_text()
-    table = json.loads((tmp_path / "results" / "accuracy.json").read_text())
-    assert "Triplet-SN" in md and "DSSA full" in md and "± " in md
-    rows = {r["method"]: r for r in table["rows"]}
-    assert set(rows) == {"triplet_sn", "dssa_full"}
-    for row in rows.values():
-        assert row["seeds"] == [0, 1]
-        assert all(math.isfinite(v["mean"]) and math.isfinite(v["std"]) for v in row["metrics"].values())
-    plots = tmp_path / "results" / "accuracy_plots"
-    for name in ("acc_at_k_synthetic.png", "retrievals_synthetic.png", "attention_synthetic.png"):
-        assert (plots / name).stat().st_size > 1000
+    _check_tables(tmp_path, bench)
 
-    # A second run trains nothing: every finished cell is skipped and left byte for byte as it was.
-    import fgsbir_plugin.train.engine as engine
-
-    real_train = engine.train
-
+    # 3. A second run trains and scores nothing: every finished cell is skipped, byte for byte as it was.
     def no_training(*a, **k):
         raise AssertionError("a finished cell was trained again")
 
     monkeypatch.setattr(engine, "train", no_training)
+    scored.clear()
     assert acc.main(_args(tmp_path, SMOKE, "--no-plots")) == 0
-    assert _cells(tmp_path) == cells
+    assert _cells(tmp_path) == found and not scored
 
-    # A corrupt cell file counts as unfinished: only that cell is scored again (its finished run
-    # folder is resumed, so nothing is retrained), the others stay as they were.
-    victim = acc.cell_path(tmp_path / "results", "synthetic", "triplet_sn", 1)
+    # 4. A corrupt cell file counts as unfinished: only that cell is scored again, from its finished run
+    # folder (nothing is trained), with the same figures.
+    victim = cells.cell_path(tmp_path / "results", "accuracy_smoke", "synthetic", "triplet", 1)
     victim.write_text("{")
-    assert acc.read_cell(victim) is None
-    monkeypatch.setattr(engine, "train", real_train)
+    assert cells.read_cell(victim) is None
     assert acc.main(_args(tmp_path, SMOKE, "--no-plots")) == 0
     again = _cells(tmp_path)
-    assert {p for p in cells if again[p] != cells[p]} == {victim}
-    assert json.loads(again[victim])["metrics"] == json.loads(cells[victim])["metrics"]
+    assert {p for p in found if again[p] != found[p]} == {victim} and len(scored) == 1
+    assert json.loads(again[victim])["metrics"] == json.loads(found[victim])["metrics"]
+
+    # 5. Finished cells made with other settings are never mixed into the tables silently.
+    changed = yaml.safe_load(SMOKE.read_text())
+    changed["methods"]["triplet"]["train"]["margin"] = 0.3
+    (tmp_path / "changed").mkdir()
+    (tmp_path / "changed" / "smoke.yaml").write_text(yaml.safe_dump(changed))
+    with pytest.raises(ValueError, match="settings other than the config's"):
+        acc.main(_args(tmp_path, tmp_path / "changed" / "smoke.yaml", "--aggregate-only"))
+
+
+def _pairs_folder(root: Path) -> Path:
+    """A pairs folder (photos/, sketches/, no split files) of generated data."""
+    from fgsbir_plugin.data import load_fgsbir_pair
+
+    sketches, photos = load_fgsbir_pair("synthetic", num_photos=30, sketches_per_photo=2, image_size=64)
+    folder = root / "my_chairs"
+    (folder / "photos").mkdir(parents=True)
+    (folder / "sketches").mkdir()
+    for split in ("train", "test"):
+        for row in photos[split]:
+            row["photo"].save(folder / "photos" / f"{row['photo_id']}.png")
+        for row in sketches[split]:
+            row["sketch"].save(folder / "sketches" / f"{row['sketch_id']}.png")
+    return folder
+
+
+@pytest.mark.slow
+def test_a_dataset_folder_runs_and_its_rows_are_named_after_it(tmp_path):
+    folder = _pairs_folder(tmp_path)
+    extra = ("--datasets", str(folder), "--methods", "triplet,pretrained_zero_shot")
+    assert acc.main(_args(tmp_path, SMOKE, *extra)) == 0
+    assert {p.parent.name for p in _cells(tmp_path)} == {"triplet", "pretrained_zero_shot"}
+    trained = _cell(tmp_path, "my_chairs", "triplet", 0)
+    assert trained["dataset_source"] == str(folder) and trained["config"]["train"]["data"] == str(folder)
+    # Without split files the folder's test split is drawn by the seed: the untrained row is computed per seed.
+    zero = [_cell(tmp_path, "my_chairs", "pretrained_zero_shot", s) for s in (0, 1)]
+    assert zero[0]["test_fingerprint"] != zero[1]["test_fingerprint"]
+    assert [z["computed_with_seed"] for z in zero] == [0, 1]
+    table = json.loads((tmp_path / "results" / "accuracy_smoke.json").read_text())
+    rows = {(r["dataset"], r["method"]): r for r in table["rows"]}
+    assert rows[("my_chairs", "triplet")]["seeds"] == [0, 1]
+    assert "computed per seed" in rows[("my_chairs", "pretrained_zero_shot")]["note"]
+    # The tables cover the config's grid too: its own dataset's rows say they have not run.
+    assert rows[("synthetic", "triplet")]["not_run"] == report.NO_RESULT
+    assert rows[("my_chairs", "dssa_full")]["not_run"] == report.NO_RESULT
+    assert "## my_chairs" in (tmp_path / "results" / "accuracy_smoke.md").read_text()
+    # A picture of real (not generated) images goes under the runs folder, never beside the tables.
+    assert (tmp_path / "runs" / "figures" / "accuracy_smoke_retrievals_my_chairs.png").stat().st_size > 1000
+    assert not list((tmp_path / "results").glob("*retrievals*"))
 
 
 @pytest.mark.slow
@@ -140,72 +257,174 @@ def test_clip_rows_not_run_without_weights_and_run_with_an_injected_tower(tmp_pa
 
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["seeds"] = [0]
-    cfg["train"]["epochs"] = 1
-    cfg["train"].pop("image_size")  # CLIP runs at its tower's own input size
+    for key in ("image_size", "freeze", "model_kwargs"):  # CLIP runs on images, at its tower's own size
+        cfg["train"].pop(key)
     cfg["methods"] = {
         "clip_zero_shot": {"label": "CLIP zero-shot", "kind": "clip", "adapt": "none"},
         "clip_finetuned": {"label": "CLIP fine-tuned", "kind": "clip", "adapt": "ln_proj"},
     }
-    config = tmp_path / "clip.yaml"
-    config.write_text(yaml.safe_dump(cfg))
+    path = tmp_path / "clip.yaml"
+    path.write_text(yaml.safe_dump(cfg))
 
-    assert acc.main(_args(tmp_path, config)) == 0
-    assert _cells(tmp_path) == {}
-    md = (tmp_path / "results" / "accuracy.md").read_text()
+    assert acc.main(_args(tmp_path, path)) == 0
+    assert _cells(tmp_path, "accuracy_clip") == {}
+    md = (tmp_path / "results" / "accuracy_clip.md").read_text()
     assert md.count("not run: weights unavailable offline") == 2
 
     def tiny_tower(adapt: str):
         return CLIPImageEmbedder.from_config(16, TINY_CLIP, adapt=adapt)
 
-    assert acc.main(_args(tmp_path, config, "--no-plots"), clip_factory=tiny_tower) == 0
-    zero = json.loads(acc.cell_path(tmp_path / "results", "synthetic", "clip_zero_shot", 0).read_text())
-    tuned = json.loads(acc.cell_path(tmp_path / "results", "synthetic", "clip_finetuned", 0).read_text())
-    assert zero["selection"]["split"] is None and zero["run_dir"] is None
+    assert acc.main(_args(tmp_path, path, "--no-plots"), clip_factory=tiny_tower) == 0
+    zero = _cell(tmp_path, "synthetic", "clip_zero_shot", 0, "accuracy_clip")
+    tuned = _cell(tmp_path, "synthetic", "clip_finetuned", 0, "accuracy_clip")
+    assert zero["selection"]["split"] is None and zero["run_dir"] is None and zero["seed_independent"]
     assert tuned["selection"]["split"] == "validation"
     assert (Path(tuned["run_dir"]) / "model_state.safetensors").is_file()
     for rec in (zero, tuned):
         assert all(math.isfinite(v) for v in rec["metrics"].values())
-    md = (tmp_path / "results" / "accuracy.md").read_text()
-    assert "not run" not in md and "CLIP zero-shot" in md
+        assert rec["diagnostics"]["attention_lift_sketch"] is None
+    assert "not run" not in (tmp_path / "results" / "accuracy_clip.md").read_text()
 
 
-def test_configs_load_and_bad_configs_are_explained(tmp_path):
-    gpu = acc.load_benchmark_config(GPU)
-    assert gpu["seeds"] == [0, 1, 2]
-    assert {"triplet_sn", "dssa_full", "dssa_effnet_full", "clip_zero_shot", "clip_finetuned"} <= set(
-        gpu["methods"]
-    )
-    assert gpu["methods"]["triplet_sn"]["model_kwargs"] == {"attention": False, "fusion": False}
-    assert gpu["methods"]["dssa_full"]["train"]["loss"] == "holef"
-    smoke = acc.load_benchmark_config(SMOKE)
-    assert len(smoke["methods"]) == 2 and len(smoke["seeds"]) == 2 and smoke["datasets"] == ["synthetic"]
+def _effective(bench: dict, name: str) -> dict:
+    """What a timm method trains with, flattened: model, model_kwargs.<k>, train.<k>."""
+    method = bench["methods"][name]
+    values = config.train_values(bench, method)
+    kwargs = {**values.pop("model_kwargs", {}), **(method.get("model_kwargs") or {})}
+    return {"model": method["model"], **{f"model_kwargs.{k}": v for k, v in kwargs.items()}, **{f"train.{k}": v for k, v in values.items()}}  # fmt: skip
 
-    bad = yaml.safe_load(SMOKE.read_text())
-    bad["train"]["validation_size"] = 0.0
+
+def _differences(a: dict, b: dict) -> set[str]:
+    return {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+
+
+@pytest.mark.parametrize("path", [CPU, GPU])
+def test_each_ablation_differs_from_its_parent_in_one_thing(path):
+    bench = config.load_benchmark_config(path)
+    assert bench["seeds"] == [0, 1, 2] and bench["datasets"] == ["chairs_v1", "shoes_v1", "chairv2"]
+    steps = [
+        ("triplet", "attention", {"model_kwargs.attention"}),
+        ("attention", "attention_fusion", {"model_kwargs.branches"}),
+        ("attention_fusion", "dssa_full", {"train.loss"}),
+        ("triplet", "triplet_holef", {"train.loss"}),
+        ("triplet", "triplet_l2", {"train.loss"}),
+    ]
+    for parent, child, changed in steps:
+        assert _differences(_effective(bench, parent), _effective(bench, child)) == changed, (parent, child)
+    losses = {
+        m: _effective(bench, m)["train.loss"] for m in ("triplet", "triplet_holef", "triplet_l2", "dssa_full")
+    }
+    assert losses == {
+        "triplet": "triplet",
+        "triplet_holef": "holef",
+        "triplet_l2": "triplet_l2",
+        "dssa_full": "holef",
+    }
+    assert bench["methods"]["pretrained_zero_shot"]["kind"] == "zero_shot"
+    assert {bench["methods"][m]["kind"] for m in ("clip_zero_shot", "clip_finetuned")} == {"clip"}
+    assert len(bench["protocol"]) > 200
+
+
+def test_cpu_and_gpu_configs_share_the_rows_and_differ_in_the_trunk_training():
+    cpu, gpu = config.load_benchmark_config(CPU), config.load_benchmark_config(GPU)
+    assert list(cpu["methods"]) == list(gpu["methods"])
+    assert cpu["train"]["freeze"] == "trunk" and cpu["train"]["max_steps"] == 300
+    assert "freeze" not in gpu["train"] and "not run yet" in gpu["protocol"]
+    smoke = config.load_benchmark_config(SMOKE)
+    assert smoke["train"]["freeze"] == "trunk" and smoke["datasets"] == ["synthetic"]
+    assert {m["kind"] for m in smoke["methods"].values()} == {"timm", "zero_shot"}
+
+
+def test_bad_configs_are_explained(tmp_path):
+    base = yaml.safe_load(SMOKE.read_text())
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(bad))
-    with pytest.raises(ValueError, match="validation split"):
-        acc.load_benchmark_config(path)
-    bad["train"]["validation_size"] = 0.2
-    bad["train"]["epochz"] = 3
-    path.write_text(yaml.safe_dump(bad))
-    with pytest.raises(ValueError, match="epochz"):
-        acc.load_benchmark_config(path)
+
+    def check(change, match):
+        bad = yaml.safe_load(yaml.safe_dump(base))
+        change(bad)
+        path.write_text(yaml.safe_dump(bad))
+        with pytest.raises(ValueError, match=match):
+            config.load_benchmark_config(path)
+
+    check(lambda c: c["train"].update(validation_size=0.0), "validation split")
+    check(lambda c: c["train"].update(epochz=3), "epochz")
+    check(lambda c: c["train"].update(miner="hardest"), "miner")
+    check(lambda c: c["methods"]["pretrained_zero_shot"].update(train={"lr": 1.0}), "does not take")
+    check(lambda c: c["methods"]["pretrained_zero_shot"].update(weights="imagenet"), "weights")
+    check(lambda c: c["methods"]["triplet"].update(kind="sklearn"), "kind")
+    check(lambda c: c.pop("protocol"), "protocol")
+    check(lambda c: c.update(extra=1), "unknown keys")
     with pytest.raises(FileNotFoundError, match="--config"):
-        acc.load_benchmark_config(tmp_path / "missing.yaml")
+        config.load_benchmark_config(tmp_path / "missing.yaml")
 
 
-def test_table_shows_paper_figures_and_not_run_rows(tmp_path):
-    bench = acc.load_benchmark_config(GPU)
+def test_tables_show_published_figures_and_not_run_rows(tmp_path):
+    bench = config.load_benchmark_config(CPU)
+    refs = [config.dataset_ref(d, bench, str(tmp_path)) for d in ("chairs_v1", "shoes_v1")]
+
+    def nowhere(dataset, method, seed):
+        return tmp_path / "none" / f"{dataset}{method}{seed}.json"
+
     not_run = {("chairs_v1", "clip_zero_shot"): acc.CLIP_NOT_RUN}
-    table = acc.aggregate(
-        bench, tmp_path, ["triplet_sn", "clip_zero_shot"], ["chairs_v1", "shoes_v1"], [0, 1, 2], not_run
-    )
-    md = (tmp_path / "accuracy.md").read_text()
-    assert "| DSSA, paper (Song et al. ICCV 2017) | 81.44 |  | 95.88 |" in md
-    assert "| DSSA, paper (Song et al. ICCV 2017) | 61.74 |  | 94.78 |" in md
+    rows = report.collect_rows(bench, nowhere, refs, ["triplet", "clip_zero_shot"], [0, 1, 2], not_run)
+    table = report.write_tables(tmp_path, "accuracy_x", bench, refs, rows, {"command": "cmd", "wall_s": 1.0})
+    md = (tmp_path / "accuracy_x.md").read_text()
+    assert "| *DSSA full, as published (Song et al., ICCV 2017)* | 81.44 | 95.88 |" in md
+    assert "| *DSSA full, as published (Song et al., ICCV 2017)* | 61.74 | 94.78 |" in md
+    assert "| *Triplet-SN, official code, as published* | 72.16 | — |" in md
+    assert "| *Triplet-SN, official code, as published* | 52.17 | — |" in md
     assert "| CLIP zero-shot (cosine) | not run: weights unavailable offline |" in md
-    assert "| Triplet-SN (Sketch-a-Net) | not run: no result files yet |" in md
-    assert table["paper"]["shoes_v1"] == {"acc@1": 61.74, "acc@10": 94.78}
-    assert acc.dataset_unavailable("shoev2", str(tmp_path)).startswith("dataset not present")
-    assert acc.dataset_unavailable("synthetic", None) is None
+    assert "| Triplet (global pooling, squared Euclidean) | not run: no result files yet |" in md
+    assert all(set(r) == ROW_KEYS and r["acc1_mean"] is None for r in table["rows"])
+    assert json.loads((tmp_path / "accuracy_x.json").read_text())["paper"]["shoes_v1"]
+    # Datasets: names, folders, and why one cannot run here.
+    assert config.dataset_unavailable(config.dataset_ref("shoev2", bench, str(tmp_path))).startswith(
+        "dataset not present"
+    )
+    assert config.dataset_unavailable(config.dataset_ref("synthetic", bench, None)) is None
+    folder = tmp_path / "my sketches"
+    folder.mkdir()
+    ref = config.dataset_ref(str(folder), bench, str(tmp_path))
+    assert (ref.name, ref.source, ref.data_dir, ref.is_folder) == ("my sketches", str(folder), None, True)
+    assert config.dataset_unavailable(config.dataset_ref(str(tmp_path / "gone"), bench, None)).startswith(
+        "folder"
+    )
+
+
+def test_attention_lift_peak_and_mean_cosine():
+    n, h, w = 3, 4, 4
+    uniform = torch.full((n, 1, h, w), 1.0 / (h * w))
+    objects = torch.zeros(n, 32, 32, dtype=torch.bool)
+    objects[:, :8, :8] = True  # the top-left cell is all object, the rest background
+    lift, peak = scoring.attention_lift(uniform, objects)
+    assert lift == pytest.approx(1.0) and peak == pytest.approx(1.0)
+    on_object = torch.zeros(n, 1, h, w)
+    on_object[:, :, 0, 0] = 1.0
+    lift, peak = scoring.attention_lift(on_object, objects)
+    assert lift == pytest.approx(h * w) and peak == pytest.approx(h * w)  # all mass on 1/16 of the image
+    assert scoring.attention_lift(uniform, torch.zeros_like(objects))[0] is None  # no object pixels
+    v = torch.randn(1, 8)
+    assert scoring.mean_pairwise_cosine(v.repeat(4, 1)) == pytest.approx(1.0)
+    assert scoring.mean_pairwise_cosine(torch.eye(5)) == pytest.approx(0.0)
+    assert scoring.mean_pairwise_cosine(torch.cat([v, -v])) == pytest.approx(-1.0)
+    assert scoring.mean_pairwise_cosine(v) is None
+
+
+@pytest.mark.parametrize("freeze", [None, "trunk", "trunk.blocks.5"])
+def test_the_test_pass_ranks_as_the_model_does(tiny, freeze):
+    import timm
+
+    from fgsbir_plugin.train.evaluate import split_distances
+
+    torch.manual_seed(0)
+    small = dict(attention_chs=8, coarse_chs=8, hidden_dim=16, coarse_dim=8, fine_dim=8)
+    model = timm.create_model("dssa_efficientnet_lite0", **small, renormalize=True).eval()
+    sketches, photos = tiny[0]["test"], tiny[1]["test"]
+    expected = split_distances(model, sketches, photos, image_size=64)["dist"]
+    test = scoring.score_test_split(
+        model, sketches, photos, device=torch.device("cpu"), image_size=64, freeze=freeze
+    )
+    torch.testing.assert_close(test.dist, expected.double(), rtol=1e-4, atol=1e-5)
+    assert test.sketch.attention.shape[0] == len(sketches) and set(test.photo.branches) == {"coarse", "fine"}
+    assert set(test.diagnostics) == set(scoring.DIAGNOSTIC_KEYS)
+    assert all(v is not None and math.isfinite(v) for v in test.diagnostics.values())

@@ -1,0 +1,223 @@
+"""The accuracy benchmark's tables: cells -> rows (mean ± std over seeds) -> ``<name>.json`` and ``<name>.md``.
+
+Standard deviations are SAMPLE standard deviations over seeds (n - 1 in the denominator); a row with one
+seed has none (null in the JSON, the mean alone in the Markdown).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from accuracy_cells import read_cell
+from accuracy_config import PAPER, DatasetRef
+from accuracy_scoring import DIAGNOSTIC_KEYS
+
+NO_RESULT = "no result files yet"
+STD_NOTE = "sample standard deviation over seeds (n - 1 in the denominator)"
+SELECTION_NOTE = (
+    "trained models: the step with the best validation acc@1 (then acc@10), validation carved from train "
+    "by photo (seeded by the cell's seed); the test split is scored once per cell"
+)
+# JSON key -> metric key of a cell
+PER_SEED = {"acc1": "acc@1", "acc5": "acc@5", "acc10": "acc@10", "map": "mAP", "mean_rank": "mean_rank"}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _joined(values) -> str:
+    return "; ".join(sorted({str(v) for v in values if v is not None})) or "unknown"
+
+
+def _row_note(cells: list[dict], seeds: Sequence[int]) -> str | None:
+    notes = []
+    if cells and all(c.get("seed_independent") for c in cells):
+        computed = {c["computed_with_seed"] for c in cells}
+        notes.append(
+            "no training: computed once and recorded for every seed (it does not depend on the seed)"
+            if len(computed) == 1
+            else "no training: computed per seed, because the test split differs between seeds"
+        )
+    if len(cells) < len(seeds):
+        notes.append(f"{len(cells)} of {len(seeds)} seeds")
+    return "; ".join(notes) or None
+
+
+def build_row(cells: list[dict], dataset: str, method: str, label: str, seeds, not_run: str | None) -> dict:
+    """One table row from a method's cells on a dataset (none: a "not run" row with null figures)."""
+    row: dict[str, Any] = {"dataset": dataset, "method": method, "label": label}
+    row["seeds"] = [c["seed"] for c in cells]
+    row["per_seed"] = [
+        {"seed": c["seed"], **{k: c["metrics"][m] for k, m in PER_SEED.items()}} for c in cells
+    ]
+    for key, metric in (("acc1", "acc@1"), ("acc10", "acc@10"), ("map", "mAP")):
+        mean, std = _mean_std([c["metrics"][metric] for c in cells]) if cells else (None, None)
+        row[f"{key}_mean"], row[f"{key}_std"] = mean, std
+    row["device"] = _joined(c.get("device") for c in cells) if cells else None
+    row["commit"] = _joined(c.get("commit") for c in cells) if cells else None
+    row["date"] = _joined(str(c.get("date", ""))[:10] for c in cells) if cells else None
+    row["wall_s"] = round(sum(float(c.get("wall_s") or 0.0) for c in cells), 2) if cells else None
+    diagnostics = {}
+    for key in DIAGNOSTIC_KEYS:
+        values = [c["diagnostics"][key] for c in cells if c["diagnostics"].get(key) is not None]
+        diagnostics[key] = statistics.fmean(values) if values else None
+    row["diagnostics"] = diagnostics
+    row["note"] = _row_note(cells, seeds)
+    row["not_run"] = None if cells else (not_run or NO_RESULT)
+    return row
+
+
+def collect_rows(
+    bench: dict,
+    cell_path,
+    refs: Sequence[DatasetRef],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    not_run: dict | None = None,
+) -> list[dict]:
+    """Every (dataset, method) row; ``cell_path(dataset, method, seed)`` locates the cells."""
+    not_run = not_run or {}
+    rows = []
+    for ref in refs:
+        for name in methods:
+            cells = [c for s in seeds if (c := read_cell(cell_path(ref.name, name, s))) is not None]
+            label = bench["methods"][name]["label"]
+            rows.append(build_row(cells, ref.name, name, label, seeds, not_run.get((ref.name, name))))
+    return rows
+
+
+def write_tables(
+    results_dir: Path, name: str, bench: dict, refs: Sequence[DatasetRef], rows: list[dict], run: dict
+) -> dict[str, Any]:
+    """Write ``<results_dir>/<name>.json`` and ``.md``; ``run`` describes this invocation. Returns the JSON."""
+    from fgsbir_plugin._common import atomic_write_bytes
+
+    paper = {
+        r.name: {label: {"acc1": a1, "acc10": a10} for label, (a1, a10) in PAPER[r.name].items()}
+        for r in refs
+        if r.name in PAPER
+    }
+    table = {
+        "benchmark": name,
+        "protocol": bench["protocol"],
+        "command": run.get("command", ""),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "total_wall_s": round(sum(r["wall_s"] or 0.0 for r in rows), 2),
+        "invocation": run,
+        "std": STD_NOTE,
+        "selection": SELECTION_NOTE,
+        "titles": {r.name: r.title for r in refs},
+        "paper": paper,
+        "config": bench,
+        "rows": rows,
+    }
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(results_dir / f"{name}.json", (json.dumps(table, indent=2) + "\n").encode())
+    atomic_write_bytes(results_dir / f"{name}.md", render_markdown(table).encode())
+    return table
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return ""
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _pair(d: dict, a: str, b: str) -> str:
+    if d[a] is None and d[b] is None:
+        return "—"
+    return f"{_num(d[a])} / {_num(d[b])}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s ({seconds / 60:.1f} min)"
+
+
+HEADER = (
+    "| method | acc@1 | acc@10 | mAP | att. lift S / P | att. peak S / P | fine cos | coarse cos "
+    "| seeds | wall | device | date | commit |"
+)
+N_COLUMNS = HEADER.count("|") - 1
+
+
+def _row_line(row: dict) -> str:
+    if row["not_run"]:
+        return f"| {row['label']} | not run: {row['not_run']} |" + " |" * (N_COLUMNS - 2)
+    d = row["diagnostics"]
+    cells = [
+        row["label"],
+        _pm(row["acc1_mean"], row["acc1_std"]),
+        _pm(row["acc10_mean"], row["acc10_std"]),
+        _pm(row["map_mean"], row["map_std"]),
+        _pair(d, "attention_lift_sketch", "attention_lift_photo"),
+        _pair(d, "attention_peak_sketch", "attention_peak_photo"),
+        _num(d["fine_cosine_photo"], 3),
+        _num(d["coarse_cosine_photo"], 3),
+        ", ".join(str(s) for s in row["seeds"]),
+        f"{row['wall_s']:.0f} s",
+        row["device"],
+        row["date"],
+        ", ".join(c[:10] for c in row["commit"].split("; ")),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _intro(table: dict) -> list[str]:
+    run = table["invocation"]
+    this = (
+        "aggregated only"
+        if run.get("aggregate_only")
+        else (
+            f"{_duration(run.get('wall_s', 0.0))}, {run.get('ran', 0)} cells run, {run.get('skipped', 0)} skipped as done"
+        )
+    )
+    total = "no cell has run yet"
+    if any(not r["not_run"] for r in table["rows"]):
+        total = f"{_duration(table['total_wall_s'])}, the sum of the cells' own wall times"
+    return [
+        f"# Accuracy: {table['benchmark']}",
+        "",
+        f"**Protocol.** {table['protocol']}",
+        "",
+        "Sketch → photo retrieval on each dataset's TEST split: mean ± std over seeds, where std is the "
+        f"{table['std']}. Selection: {table['selection']}. acc@K and mAP in percent, ties counted against "
+        "the model.",
+        "",
+        "Diagnostics, on the test split with the selected model, mean over seeds: *att. lift S / P* is the "
+        "attention mass on ink (sketches) / object (photos) pixels against a uniform map's (1.00 = uniform); "
+        "*att. peak* is the largest attention weight times h·w (1.00 = uniform); *fine cos* / *coarse cos* "
+        "are the mean cosines between different test photos' fine / coarse branch vectors (near 1: the branch "
+        "gives every photo the same vector); — : the model has no such part.",
+        "",
+        f"Command: `{table['command']}`  ",
+        f"Total wall time: {total} (this invocation: {this}).  ",
+        f"Written: {table['date']}",
+        "",
+    ]
+
+
+def render_markdown(table: dict[str, Any]) -> str:
+    lines = _intro(table)
+    by_dataset: dict[str, list] = {}
+    for row in table["rows"]:
+        by_dataset.setdefault(row["dataset"], []).append(row)
+    for dataset, rows in by_dataset.items():
+        lines += [f"## {table['titles'].get(dataset, dataset)}", "", HEADER, "| --- " * N_COLUMNS + "|"]
+        for label, figures in table["paper"].get(dataset, {}).items():
+            cells = [f"*{label}*", _num(figures["acc1"]), _num(figures["acc10"])]
+            lines.append("| " + " | ".join(cells) + " |" + " |" * (N_COLUMNS - len(cells)))
+        lines += [_row_line(row) for row in rows]
+        notes = [f"- {row['label']}: {row['note']}." for row in rows if row["note"] and not row["not_run"]]
+        lines += ["", *notes, ""] if notes else [""]
+    return "\n".join(lines)
