@@ -327,7 +327,8 @@ def test_each_ablation_differs_from_its_parent_in_one_thing(path):
 
 def test_cpu_and_gpu_configs_share_the_rows_and_differ_in_the_trunk_training():
     cpu, gpu = config.load_benchmark_config(CPU), config.load_benchmark_config(GPU)
-    assert list(cpu["methods"]) == list(gpu["methods"])
+    # The GPU protocol fine-tunes the whole trunk, so the CPU-only whole-trunk baseline row has no GPU twin.
+    assert list(gpu["methods"]) == [m for m in cpu["methods"] if m != "triplet_full_trunk"]
     assert cpu["train"]["freeze"] == "trunk" and cpu["train"]["max_steps"] == 300
     assert "freeze" not in gpu["train"] and "not run yet" in gpu["protocol"]
     smoke = config.load_benchmark_config(SMOKE)

@@ -21,6 +21,9 @@ class SpatialAttention(nn.Module):
     attention and shortcut weigh the same and a trained mask can move half the weight of the map.
     ``residual="paper"`` returns f + f * m, the formula as written; since m sums to 1, the attended term is
     1/(H*W) of the shortcut (1/49 at 7x7), and the mask barely changes the embedding or receives gradient.
+
+    conv2 starts at zero, so a new attention is uniform and the model starts as its no-attention ablation
+    (times 2); training moves the mask away from uniform only where that lowers the loss.
     """
 
     def __init__(
@@ -35,6 +38,7 @@ class SpatialAttention(nn.Module):
         self.conv1 = nn.Conv2d(in_chs, hidden_chs, 1, **dd)
         self.act = nn.ReLU()
         self.conv2 = nn.Conv2d(hidden_chs, 1, 1, bias=False, **dd)
+        nn.init.zeros_(self.conv2.weight)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.conv2(self.act(self.conv1(x)))

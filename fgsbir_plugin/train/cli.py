@@ -116,6 +116,13 @@ def _add_optimisation_options(p: argparse.ArgumentParser) -> None:
         default=S,
         help="learning rate of the trunk (default: --lr)",
     )
+    g.add_argument(
+        "--distance-lr",
+        dest="distance_lr",
+        type=float,
+        default=S,
+        help="learning rate of a learned distance such as HOLEF W (default: --lr)",
+    )
     g.add_argument("--weight-decay", dest="weight_decay", type=float, default=S, help="default 0.01")
     g.add_argument("--momentum", type=float, default=S, help="SGD momentum (default 0.9)")
     g.add_argument("--schedule", choices=SCHEDULES, default=S, help="learning-rate schedule (default cosine)")

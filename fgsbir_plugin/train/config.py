@@ -91,6 +91,7 @@ class TrainConfig:
     optimizer: str = "adamw"
     lr: float = 1e-4
     trunk_lr: float | None = None
+    distance_lr: float | None = None
     weight_decay: float = 1e-2
     momentum: float = 0.9
     schedule: str = "cosine"
@@ -147,6 +148,8 @@ class TrainConfig:
                 bad(name, f"choose one of {', '.join(allowed)}")
         if not (isinstance(self.lr, int | float) and self.lr > 0):
             bad("lr", "the learning rate must be a positive number")
+        if self.distance_lr is not None and not self.distance_lr >= 0:
+            bad("distance_lr", "the learning rate of HOLEF W must be >= 0 (0 keeps W fixed)")
         if self.trunk_lr is not None and not self.trunk_lr >= 0:
             bad("trunk_lr", "the trunk learning rate must be >= 0 (0 freezes the trunk)")
         positive_ints = [

@@ -38,10 +38,11 @@ def param_groups(cfg: TrainConfig, pair: torch.nn.Module) -> list[dict[str, Any]
     grouped = {id(p) for p in trunk + head + no_decay}
     no_decay += [p for p in pair.loss.parameters() if p.requires_grad and id(p) not in grouped]
     trunk_lr = cfg.lr if cfg.trunk_lr is None else cfg.trunk_lr
+    distance_lr = cfg.lr if cfg.distance_lr is None else cfg.distance_lr
     groups = [
         {"params": trunk, "lr": trunk_lr, "weight_decay": cfg.weight_decay, "name": "trunk"},
         {"params": head, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "name": "head"},
-        {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0, "name": "distance"},
+        {"params": no_decay, "lr": distance_lr, "weight_decay": 0.0, "name": "distance"},
     ]
     return [g for g in groups if g["params"]]
 
