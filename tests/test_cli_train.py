@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from fgsbir_plugin import cli
-from fgsbir_plugin.train import cli as train_cli
+import fgsbir_cli as cli
+from fgsbir_cli import train as train_cli
 from fgsbir_plugin.train.config import TrainConfig, load_config_file
 from fgsbir_plugin.train.embed import embed_folder
 from fgsbir_plugin.train.engine import train
@@ -16,7 +16,7 @@ from fgsbir_plugin.train.engine import train
 @pytest.fixture
 def fgsbir(monkeypatch, capsys):
     """Run ``fgsbir ...`` in-process with only this area's sub-commands; return (status, stdout, stderr)."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("fgsbir_plugin.train.cli",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("fgsbir_cli.train",))
 
     def run(*argv):
         status = cli.main([str(a) for a in argv])

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from fgsbir_plugin.cli import main
+from fgsbir_cli import main
 from fgsbir_plugin.data.schema import PHOTO_FEATURES, SKETCH_FEATURES
 from fgsbir_plugin.holef import HOLEFDistance, holef_distance_matrix
 from fgsbir_plugin.hub import PublishError, build_model_folder, push_model, read_run_folder, render_model_card

@@ -13,7 +13,7 @@ import yaml
 from datasets import Dataset, DatasetDict, load_dataset
 from PIL import Image
 
-from fgsbir_plugin.cli import main
+from fgsbir_cli import main
 from fgsbir_plugin.data.export import load_parquet
 from fgsbir_plugin.data.schema import PHOTO_FEATURES, SKETCH_FEATURES
 from fgsbir_plugin.hub import build_dataset_folder, push_dataset, push_to_hub

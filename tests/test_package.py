@@ -5,8 +5,8 @@ import pytest
 import timm
 import torch
 
+import fgsbir_cli as cli
 import fgsbir_plugin
-from fgsbir_plugin import cli
 
 
 def test_import_registers_the_models_and_the_done_command_holds():

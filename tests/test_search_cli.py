@@ -15,12 +15,12 @@ from safetensors.torch import load_file, save_file
 
 pytest.importorskip("faiss")
 
+from fgsbir_cli.search import register  # noqa: E402
 from fgsbir_plugin.embedding import embed_files, embedding_dim  # noqa: E402
 from fgsbir_plugin.holef import HOLEFDistance  # noqa: E402
 from fgsbir_plugin.model_io import load_model, save_model  # noqa: E402
 from fgsbir_plugin.run_folder import RunFolder  # noqa: E402
 from fgsbir_plugin.search import GalleryIndex  # noqa: E402
-from fgsbir_plugin.search.cli import register  # noqa: E402
 
 
 def run(argv: list[str]) -> int:

@@ -17,8 +17,8 @@ from .model import TrainedRun, build_model_folder, push_model, read_run_folder
 from .model_card import render_model_card
 from .upload import PublishError, validate_repo_id
 
-# The dataset side imports `datasets`, which is slow to import and which `fgsbir --help` (it imports
-# this package through hub.cli) must not pay for; these names are imported on first use.
+# The dataset side imports `datasets`, which is slow to import and which pushing a model does not
+# need; these names are imported on first use.
 _LAZY = {
     "DATASET_CONFIGS": "fgsbir_plugin.hub.dataset",
     "build_dataset_folder": "fgsbir_plugin.hub.dataset",

@@ -20,7 +20,7 @@ __all__ = list(_LAZY)
 
 
 def __getattr__(name: str):
-    # Lazy: `fgsbir` imports search.cli at start-up, which must not pay for numpy, torch and faiss.
+    # Lazy: a user of one part (the HOLEF algebra, the knn_func) need not pay for the others (faiss).
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value

@@ -12,14 +12,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .faiss_params import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, METRICS
-
-# `fgsbir --help` must answer at once, so torch, timm, faiss and PIL (and the package modules that
-# import them) are imported inside the command functions below, not here.
+# `fgsbir --help` must answer at once, so nothing from fgsbir_plugin (whose import loads torch and timm),
+# faiss or PIL is imported here: the command functions below import what they use. The choices and
+# defaults are restated from fgsbir_plugin.search.faiss_params; tests/test_cli_startup.py checks
+# that they agree.
 
 __all__ = ["register", "run_build", "run_search", "write_contact_sheet"]
 
 DEFAULT_METRIC = "auto"
+METRICS = ("cosine", "l2", "holef")
+DEFAULT_EF_SEARCH = 128
+DEFAULT_NPROBE = 16
 DEFAULT_SPEC = "Flat"
 _MODEL = "run or model folder"
 
@@ -133,7 +136,7 @@ def _build_settings(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(
                 f"pass --checkpoint and --photos: there is no index at {args.out} to take them from."
             )
-        from .index import GalleryIndex
+        from fgsbir_plugin.search.index import GalleryIndex
 
         header = GalleryIndex.read_header(args.out)
         if args.photos is None:
@@ -167,8 +170,8 @@ def _search_inputs(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def _load(checkpoint: Path, device):
     """(model in eval mode, its HOLEF matrix ``[d, d]`` or None) of a run or model folder."""
-    from ..model_io import load_model
-    from ..run_folder import RunFolder
+    from fgsbir_plugin.model_io import load_model
+    from fgsbir_plugin.run_folder import RunFolder
 
     run, model_dir = RunFolder.resolve(checkpoint)
     model = load_model(model_dir, device=device)
@@ -179,9 +182,9 @@ def _load(checkpoint: Path, device):
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ..embedding import embed_files, list_images
-    from ..runtime import resolve_device
-    from .index import GalleryIndex
+    from fgsbir_plugin.embedding import embed_files, list_images
+    from fgsbir_plugin.runtime import resolve_device
+    from fgsbir_plugin.search.index import GalleryIndex
 
     settings = _build_settings(args)
     checkpoint, metric = settings["checkpoint"], settings["metric"]
@@ -217,9 +220,9 @@ def run_search(args: argparse.Namespace) -> int:
     index_path, sketch = _search_inputs(args)
     if args.k < 1:
         raise ValueError(f"-k must be positive, got {args.k}.")
-    from ..embedding import embed_files
-    from ..runtime import resolve_device
-    from .index import GalleryIndex
+    from fgsbir_plugin.embedding import embed_files
+    from fgsbir_plugin.runtime import resolve_device
+    from fgsbir_plugin.search.index import GalleryIndex
 
     header = GalleryIndex.read_header(index_path)
     checkpoint = args.checkpoint or _recorded_folder(index_path, header, "checkpoint", "--checkpoint", _MODEL)
@@ -267,7 +270,7 @@ def write_contact_sheet(sketch: Path, results: list[tuple[Path, float]], out: Pa
     """One PNG row: the sketch, then each result photo with its rank and distance under it."""
     from PIL import Image, ImageDraw
 
-    from .._common import atomic_path
+    from fgsbir_plugin._common import atomic_path
 
     label_h = 18
     sheet = Image.new("RGB", ((len(results) + 1) * (thumb + 8) + 8, thumb + label_h + 16), "white")

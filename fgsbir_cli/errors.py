@@ -1,4 +1,4 @@
-"""Exceptions shared across the package's layers (no imports, so any module may use them)."""
+"""The one exception the command line defines (no imports, so every command module may use it)."""
 
 from __future__ import annotations
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import CLIError
-from .model import push_model
-from .upload import PublishError
+from .errors import CLIError
+
+# `fgsbir --help` must answer at once: the publishing code (torch, timm, huggingface_hub, datasets) is
+# imported by the command functions below when they run.
 
 __all__ = ["register"]
 
@@ -77,6 +78,8 @@ def register(subparsers) -> None:
 
 
 def _run(fn, **kwargs) -> str:
+    from fgsbir_plugin.hub.upload import PublishError
+
     try:
         return fn(**kwargs)
     except (PublishError, FileExistsError, TypeError) as err:
@@ -84,6 +87,8 @@ def _run(fn, **kwargs) -> str:
 
 
 def _push(args: argparse.Namespace) -> int:
+    from fgsbir_plugin.hub.model import push_model
+
     result = _run(
         push_model,
         run=args.checkpoint,
@@ -104,8 +109,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _push_dataset(args: argparse.Namespace) -> int:
-    # Lazy: the dataset side imports `datasets`, which `fgsbir --help` should not pay for.
-    from .dataset import push_dataset
+    from fgsbir_plugin.hub.dataset import push_dataset
 
     result = _run(
         push_dataset,

@@ -6,10 +6,15 @@ import argparse
 import json
 from typing import Any
 
-from .config import LOSSES, MINERS, OPTIMIZERS, PRECISIONS, SCHEDULES, load_config_file, merge_config
-
-# `fgsbir --help` must answer at once, so each command function imports its implementation (torch,
-# timm, datasets) when it runs, not here.
+# `fgsbir --help` must answer at once, so nothing from fgsbir_plugin (whose import loads torch and timm)
+# is imported here: each command function imports its implementation when it runs. The choices are
+# restated from fgsbir_plugin.train.config; tests/test_cli_startup.py checks that they agree.
+LOSSES = ("triplet", "triplet_l2", "holef")
+MINERS = ("none", "batch-hard", "semi-hard")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "onecycle", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+CACHE_MODES = ("auto", "yes", "no")
 
 __all__ = ["register", "config_from_args", "train_command", "eval_command", "embed_command", "demo_command"]
 
@@ -178,7 +183,7 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=S, help="DataLoader worker processes (default 0)")
     g.add_argument(
         "--cache",
-        choices=("auto", "yes", "no"),
+        choices=CACHE_MODES,
         default=S,
         help="decode images once and keep them in memory (auto: when under --cache-limit-mb)",
     )
@@ -235,13 +240,15 @@ def _add_train(subparsers) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`TrainConfig` of a parsed ``fgsbir train`` command: defaults < --config file < flags."""
+    from fgsbir_plugin.train.config import load_config_file, merge_config
+
     flags = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config_file")}
     file_values = load_config_file(args.config_file) if args.config_file else None
     return merge_config(file_values, flags).validate()
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from .engine import train
+    from fgsbir_plugin.train.engine import train
 
     summary = train(config_from_args(args))
     if summary["stopped"]:
@@ -275,7 +282,7 @@ def _add_eval(subparsers) -> None:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    from .evaluate import run_eval
+    from fgsbir_plugin.train.evaluate import run_eval
 
     report = run_eval(
         args.checkpoint,
@@ -319,7 +326,7 @@ def _add_embed(subparsers) -> None:
 
 
 def embed_command(args: argparse.Namespace) -> int:
-    from .embed import embed_folder
+    from fgsbir_plugin.train.embed import embed_folder
 
     info = embed_folder(
         args.checkpoint,
@@ -354,7 +361,7 @@ def _add_demo(subparsers) -> None:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from fgsbir_plugin.train.demo import run_demo
 
     result = run_demo(
         args.out,
