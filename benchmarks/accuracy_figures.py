@@ -17,19 +17,22 @@ import torch
 from accuracy_cells import Harness, dataset_key_of, read_cell, selected_model
 from accuracy_config import PAPER, DatasetRef, has_attention
 from accuracy_scoring import TestPass, centre_crop, score_test_split
+from PIL import Image, ImageDraw
+
+from fgsbir_plugin._common import atomic_path
+from fgsbir_plugin.runtime import resolve_device
 
 GREEN = (0, 190, 0)
 
 
 def plot_acc_curves(h: Harness, ref: DatasetRef, rows: list[dict], path: Path, max_k: int = 20) -> Path:
     """acc@K on test for K = 1..max_k, mean ± std over each row's seeds, with the published points."""
+    # matplotlib is the optional `plot` extra: imported only when a plot is drawn.
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
-
-    from fgsbir_plugin._common import atomic_path
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for row in rows:
@@ -64,7 +67,6 @@ def plot_acc_curves(h: Harness, ref: DatasetRef, rows: list[dict], path: Path, m
 
 def _tile(table, index: int, image_size: int, tile: int, attention: torch.Tensor | None):
     """The evaluation view of one image as a PIL tile, with the attention above uniform laid over it in red."""
-    from PIL import Image
 
     view = centre_crop(table[index], image_size)
     if view.shape[0] == 1:
@@ -85,9 +87,6 @@ def draw_retrievals(
 ) -> Path:
     """Rows of: a test sketch, then its ``top`` nearest photos (the true one outlined in green), each with
     the model's attention over it when the model has attention."""
-    from PIL import Image, ImageDraw
-
-    from fgsbir_plugin._common import atomic_path
 
     nq = min(queries, test.dist.shape[0])
     rows = torch.linspace(0, test.dist.shape[0] - 1, nq).round().long().tolist()
@@ -125,8 +124,6 @@ def _pick_row(h: Harness, rows: list[dict]) -> dict | None:
 
 
 def _retrieval_picture(h: Harness, ref: DatasetRef, row: dict, path: Path) -> Path | None:
-    from fgsbir_plugin.runtime import resolve_device
-
     seed = row["seeds"][0]
     cell = read_cell(h.cell_path(ref.name, row["method"], seed))
     run_dir = h.run_dir(ref.name, row["method"], seed)

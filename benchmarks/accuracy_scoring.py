@@ -29,6 +29,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fgsbir_plugin.data.sampling import pair_index
+from fgsbir_plugin.data.transforms import ImageTable, ImageTransform, load_size_for
+from fgsbir_plugin.embedding import embed_table, model_input_spec, retrieval_distance
+from fgsbir_plugin.metrics import rank_of_target, retrieval_metrics
+from fgsbir_plugin.train.frozen import FrozenTrunk, cached_views
+
 INK_LEVEL = 0.9  # grey level (0 black .. 1 white) below which a pixel counts as ink / object
 DIAGNOSTIC_KEYS = (
     "attention_lift_sketch",
@@ -117,7 +123,6 @@ def _ids_digest(ids: list[str]) -> str:
 
 def _table(split, column: str, spec: dict[str, Any], dataset_key: Any):
     """(ImageTable of ``split[column]``, object masks [N, S, S]), kept for the next cell of the same split."""
-    from fgsbir_plugin.data.transforms import ImageTable, load_size_for
 
     load = load_size_for(spec["image_size"], spec["crop_pct"])
     ids = list(split[f"{column}_id"])
@@ -144,7 +149,6 @@ def _trunk_maps(model, table, ids, modality, tf, *, freeze, device, batch_size, 
             x = torch.stack([tf(table[i]) for i in range(start, min(start + batch_size, len(table)))])
             yield model._trunk_map(x.to(device), modality)
         return
-    from fgsbir_plugin.train.frozen import FrozenTrunk, cached_views
 
     frozen = FrozenTrunk(model, freeze)
     key = ("accuracy-test", frozen.fingerprint(), memo_key, modality)
@@ -177,8 +181,6 @@ def _embed_dssa(model, table, ids, modality, tf, **kw) -> SplitEmbedding:
 
 def embed_split_column(model, split, column, spec, *, device, batch_size=64, freeze=None, dataset_key=None):
     """(SplitEmbedding, ImageTable, object masks) of one column (``sketch`` or ``photo``) of a split."""
-    from fgsbir_plugin.data.transforms import ImageTransform
-    from fgsbir_plugin.embedding import embed_table
 
     table, objects = _table(split, column, spec, dataset_key)
     tf = ImageTransform(spec["image_size"], spec["mean"], spec["std"], in_chans=spec["in_chans"])
@@ -234,9 +236,6 @@ def score_test_split(
         dataset_key: names the dataset (source and reader arguments) in the per-process caches; None
             caches nothing across calls.
     """
-    from fgsbir_plugin.data.sampling import pair_index
-    from fgsbir_plugin.embedding import model_input_spec, retrieval_distance
-    from fgsbir_plugin.metrics import rank_of_target, retrieval_metrics
 
     spec = model_input_spec(model, image_size)
     if dataset_key is None:

@@ -47,6 +47,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from fgsbir_plugin._common import atomic_write_bytes
+from fgsbir_plugin.holef import holef_distance_matrix
+
 SIZES = [(64, 64, 256), (128, 128, 512), (1024, 1024, 512)]
 METHODS = ["closed", "naive", "naive_chunked"]
 GIB = 1024**3
@@ -80,18 +85,12 @@ def _naive_full(s, p, W):
 
 
 def _naive_chunked(s, p, W, chunk_bytes):
-    import torch
-
     nr, d = p.shape[0], p.shape[1]
     rows = max(1, chunk_bytes // (nr * d * d * s.element_size()))
     return torch.cat([_naive_full(s[i : i + rows], p, W) for i in range(0, s.shape[0], rows)])
 
 
 def _measure(args) -> dict:
-    import torch
-
-    from fgsbir_plugin.holef import holef_distance_matrix
-
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     nq, nr, d = args.size
@@ -297,8 +296,6 @@ def main(argv=None) -> int:
         print(json.dumps(_measure(args)))
         return 0
 
-    import torch
-
     devices = (
         args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     )
@@ -361,7 +358,6 @@ def main(argv=None) -> int:
         "comparison": comparison,
     }
     out = Path(args.out)
-    from fgsbir_plugin._common import atomic_write_bytes
 
     atomic_write_bytes(out.with_suffix(".json"), (json.dumps(result, indent=2) + "\n").encode())
     atomic_write_bytes(out.with_suffix(".md"), _markdown(result).encode())
