@@ -303,7 +303,7 @@ def test_missing_folders_and_unknown_names(tmp_path):
         load_fgsbir("shoes_v1", tmp_path)
     with pytest.raises(ValueError, match="config must be"):
         load_fgsbir("chairv2", tmp_path, config="both")
-    with pytest.raises(TypeError, match="does not take"):
+    with pytest.raises(ValueError, match="does not take"):
         load_fgsbir(make_pairs_folder(tmp_path / "ok"), canvas=64)
 
 

@@ -152,7 +152,8 @@ def load_fgsbir_pair(
         lenient: skip and count bad items instead of raising; the counts are logged and
             warned (``validate.LenientSkipWarning``); pass ``skip_log=SkipLog()`` to read them.
         **reader_kwargs: passed to the reader's ``read`` (e.g. ``canvas``, ``line_width``,
-            ``fraction``, ``max_strokes`` for QMUL-V2; ``test_fraction`` for folders).
+            ``fraction``, ``max_strokes`` for QMUL-V2; ``test_fraction`` for folders); a keyword
+            the reader does not take is a ValueError naming the ones it does.
 
     Returns:
         ``(sketches, photos)`` with the features of ``schema.py``; sketches one row per sketch,
@@ -176,9 +177,9 @@ def load_fgsbir_pair(
     # A reader without a lenient mode (generated data) has nothing to skip, so lenient is moot.
     unknown = sorted(k for k in kwargs if k not in params)
     if unknown and not var_kw:
-        raise TypeError(
-            f"the {module_name} reader does not take {unknown}; it takes "
-            f"{sorted(k for k in params if k != 'data_dir')}"
+        raise ValueError(
+            f"the {module_name} reader does not take {', '.join(unknown)}; it takes "
+            f"{', '.join(sorted(k for k in params if k != 'data_dir'))} -- check the spelling of the reader options"
         )
     sketches, photos = module.read(data_dir, **kwargs)
     return carve_validation(sketches, photos, validation_size, seed)

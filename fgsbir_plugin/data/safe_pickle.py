@@ -2,8 +2,9 @@
 
 A pickle names the callables it wants invoked while loading; plain ``pickle.load`` imports
 and calls whatever it names (``os.system``, ``builtins.eval``, ...). ``NumpyOnlyUnpickler``
-resolves exactly three globals -- the ones numpy itself writes for a plain array -- and
-refuses every other one before anything is called.
+resolves exactly the globals numpy itself writes for a plain array -- plus, for pickle
+protocols 0 to 2, the ``_codecs.encode`` call those protocols use to store bytes -- and refuses
+every other one before anything is called.
 """
 
 from __future__ import annotations
@@ -31,11 +32,27 @@ def _safe_dtype(*args, **kwargs) -> np.dtype:
     return dt
 
 
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """``_codecs.encode`` as pickle protocols 0-2 call it, and only so: a str to bytes, as latin-1.
+
+    Those protocols have no bytes opcode, so they store numpy's buffer as a str whose code points
+    are the bytes and rebuild it with ``_codecs.encode(text, "latin1")``; any other codec or
+    argument is refused.
+    """
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(
+            f"the pickle calls _codecs.encode with ({type(text).__name__}, {encoding!r}), not the "
+            "(str, 'latin1') that pickle protocols 0-2 write for bytes"
+        )
+    return text.encode("latin1")
+
+
 ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): _safe_dtype,
+    ("_codecs", "encode"): _latin1_bytes,
 }
 """(module, name) -> the object it resolves to; everything else is refused."""
 
