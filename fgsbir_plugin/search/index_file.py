@@ -143,13 +143,100 @@ def _read_header(path: Path, data: bytes) -> tuple[dict, int]:
         raise ValueError(f"{path} is truncated (its header is incomplete); rebuild or re-copy the index.")
     if hashlib.sha256(header_bytes).digest() != header_sha:
         raise ValueError(f"{path} is corrupted (header checksum mismatch); rebuild or re-copy the index.")
-    header = json.loads(header_bytes.decode("utf-8"))
+    try:
+        header = json.loads(header_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise ValueError(
+            f"{path} has a header that is not a JSON object although its checksum matches; rebuild the index."
+        )
     if header.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{path} has index format version {header.get('format_version')}, this fgsbir-plugin reads "
             f"version {FORMAT_VERSION}; rebuild the index with this version."
         )
+    problem = _header_problem(header)
+    if problem is not None:
+        # A valid checksum over a malformed header means the file was written by something else.
+        raise ValueError(
+            f"{path} has a malformed header ({problem}); rebuild the index with `fgsbir index build`."
+        )
     return header, _PREFIX + header_len
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+
+
+# header field -> (what it must be, check); every field GalleryIndex.load and the CLI read
+_HEADER_FIELDS = {
+    "kind": (f"{KIND!r}", lambda v: v == KIND),
+    "metric": ("a string", lambda v: isinstance(v, str)),
+    "spec": ("a string", lambda v: isinstance(v, str)),
+    "dim": ("a positive integer", lambda v: _is_count(v) and v > 0),
+    "index_dim": ("a positive integer", lambda v: _is_count(v) and v > 0),
+    "size": ("a count", _is_count),
+    "next_label": ("a count", _is_count),
+    "search_params": (
+        "an object of integers",
+        lambda v: isinstance(v, dict) and all(map(_is_count, v.values())),
+    ),
+    "model_name": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "model_fingerprint": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "W_fingerprint": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "mips": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "holef_alpha": ("a finite number", _is_number),
+    "holef_max_sq_norm": ("a finite number or null", lambda v: v is None or _is_number(v)),
+    "id_kind": ("'int', 'str' or null", lambda v: v in ("int", "str", None)),
+    "extra": ("an object", lambda v: isinstance(v, dict)),
+}
+_OPTIONAL_FIELDS = {"extra"}
+
+
+def _header_problem(header: Mapping[str, Any]) -> str | None:
+    """None when ``header`` has every field a reader uses, of the right type, else what is wrong."""
+    for key, (what, ok) in _HEADER_FIELDS.items():
+        if key not in header:
+            if key not in _OPTIONAL_FIELDS:
+                return f"no {key!r}"
+        elif not ok(header[key]):
+            return f"{key!r} is not {what}"
+    if header["id_kind"] == "str":
+        labels, names = header.get("labels"), header.get("names")
+        if not (
+            isinstance(labels, list)
+            and isinstance(names, list)
+            and len(labels) == len(names)
+            and all(map(_is_count, labels))
+            and all(isinstance(n, str) for n in names)
+            and len(set(labels)) == len(labels)
+            and len(set(names)) == len(names)
+        ):
+            return "'labels' and 'names' are not lists of unique labels and unique string ids of one length"
+    sections = header.get("sections")
+    if not isinstance(sections, list) or not all(
+        isinstance(s, dict)
+        and isinstance(s.get("name"), str)
+        and _is_count(s.get("nbytes"))
+        and isinstance(s.get("sha256"), str)
+        and len(s["sha256"]) == 64
+        for s in sections
+    ):
+        return "'sections' is not a list of sections with a name, a size and a sha256"
+    names = [s["name"] for s in sections]
+    needed = {"faiss", "W"} if header["metric"] == "holef" else {"faiss"}
+    if len(set(names)) != len(names) or not needed <= set(names) <= {"faiss", "W"}:
+        return f"sections {names}, not {sorted(needed)} for metric {header['metric']!r}"
+    if header["metric"] == "holef":
+        size = next(s["nbytes"] for s in sections if s["name"] == "W")
+        if size != 8 * header["dim"] ** 2:
+            return f"a W section of {size} bytes, not {header['dim']} x {header['dim']} float64 values"
+    return None
 
 
 def read_weight_matrix(
