@@ -19,6 +19,8 @@ __all__ = [
     "parked_dir",
     "atomic_write_bytes",
     "tensor_fingerprint",
+    "sha256_file",
+    "verify_sha256",
 ]
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -129,3 +131,26 @@ def tensor_fingerprint(tensors: Mapping[str, torch.Tensor] | torch.Tensor) -> st
         h.update(f"{name}|{t.dtype}|{tuple(tensors[name].shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_sha256(folder: Path, expected: Mapping[str, str], record: Path, fix: str) -> None:
+    """ValueError (one sentence naming the file and ``fix``) unless every file ``folder / name`` has the
+    digest ``expected[name]`` recorded in ``record``."""
+    for name, digest in expected.items():
+        path = folder / name
+        if not path.is_file():
+            raise ValueError(f"{path} is missing although {record} lists it; {fix}.")
+        if sha256_file(path) != digest:
+            raise ValueError(
+                f"{path} does not match the checksum recorded in {record} (the file is damaged or was "
+                f"edited); {fix}."
+            )

@@ -12,6 +12,7 @@ the benchmarks) goes through :class:`RunFolder`, so the layout is written down o
       model_state.safetensors      the best weights of a model passed to ``train(model=...)``
       state/                       the resumable training state (see ``train.checkpoint``)
       eval_<split>.json            reports written by ``fgsbir eval``
+      .lock                        held by the training process writing here (see :meth:`RunFolder.lock`)
 
 A *model folder* (``config.json`` + ``model.safetensors``) may be given wherever a run folder is:
 :meth:`RunFolder.resolve` accepts either.
@@ -19,17 +20,29 @@ A *model folder* (``config.json`` + ``model.safetensors``) may be given wherever
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; see RunFolder.lock
+    fcntl = None
 
 import torch
 from safetensors.torch import load_file
 
-__all__ = ["RunFolder", "MODEL_CONFIG"]
+__all__ = ["RunFolder", "RunLocked", "MODEL_CONFIG"]
 
 MODEL_CONFIG = "config.json"  # the file that makes a folder a timm model folder
+
+
+class RunLocked(OSError):
+    """Another live process holds the run folder's lock."""
 
 
 class RunFolder:
@@ -46,6 +59,7 @@ class RunFolder:
     # The best weights of a model passed to train(model=...): a state dict, since such a model (the
     # CLIP baseline) need not be a timm model that model_io can rebuild from config.json.
     INJECTED_MODEL_FILE = "model_state.safetensors"
+    LOCK = ".lock"
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -90,6 +104,10 @@ class RunFolder:
     def injected_model_path(self) -> Path:
         return self.path / self.INJECTED_MODEL_FILE
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path / self.LOCK
+
     def eval_report_path(self, split: str) -> Path:
         return self.path / f"eval_{split}.json"
 
@@ -129,6 +147,36 @@ class RunFolder:
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a JSON object; restore it or start a new run.")
         return data
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder's lock for the body: one training process writes a run folder at a time.
+
+        The lock is an advisory ``flock`` on ``.lock``, which the kernel releases when its process
+        ends in any way (SIGKILL included), so a lock left by a killed run is free and the next
+        ``--resume`` takes it over; there is no stale-lock guessing. The file records the holder's
+        host and pid, for the error message only. Raises :class:`RunLocked` (a one-sentence message)
+        when a live process holds it. Where ``fcntl`` does not exist (Windows) there is no lock.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            yield
+            return
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                raise RunLocked(
+                    f"{self.path} is being written by a running training ({holder}); wait for it to end "
+                    "or choose another --out."
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
 
     # -- resolution -------------------------------------------------------------------------------
 

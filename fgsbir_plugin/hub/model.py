@@ -91,20 +91,6 @@ def read_run_folder(path: str | os.PathLike) -> TrainedRun:
     return TrainedRun(folder=run, model_dir=model_dir, run_config=run_config, evals=evals)
 
 
-def _load_for_export(model_dir: Path) -> torch.nn.Module:
-    try:
-        return load_model(model_dir)
-    except RuntimeError as err:
-        # timm raises RuntimeError("Unknown model (...)") when the architecture is not registered.
-        if "Unknown model" not in str(err):
-            raise
-        arch = _read_json(model_dir / MODEL_CONFIG).get("architecture", "?")
-        raise ValueError(
-            f"{model_dir} holds a `{arch}` model, which is not registered with timm; import the package that "
-            "defines it (or install the fgsbir-plugin version that trained it) and retry."
-        ) from None
-
-
 def _check_same_weights(run: TrainedRun, folder: Path) -> None:
     """ValueError unless ``folder``'s tensors are bit-identical to the run's (names, dtypes, values)."""
     original = safetensors.torch.load_file(str(run.model_dir / _WEIGHTS))
@@ -140,7 +126,7 @@ def build_model_folder(
         validate_repo_id(dataset_repo_id)
     run = run if isinstance(run, TrainedRun) else read_run_folder(run)
     out_dir = check_fresh_output(out_dir)
-    model = _load_for_export(run.model_dir)
+    model = load_model(run.model_dir)  # checks the folder's checksums
     with staged_output(out_dir) as tmp:
         save_for_hf(model, str(tmp), safe_serialization=True)
         _check_same_weights(run, tmp)

@@ -15,11 +15,14 @@ is flattened by :func:`flatten_state` into named tensors plus a JSON skeleton th
 
 The folder is written under a temporary name and swapped in by renames; if the process dies
 between the two renames, :func:`load_training_state` falls back to the previous folder, so a kill
-at any moment leaves a loadable state.
+at any moment leaves a loadable state. ``train_state.json`` records the SHA-256 of both safetensors
+files and of its own state skeleton; loading checks them first, so a damaged or hand-edited state is
+refused with one sentence instead of resuming from wrong numbers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -28,9 +31,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .._common import atomic_dir, parked_dir
+from .._common import atomic_dir, parked_dir, sha256_file, verify_sha256
 
 __all__ = [
     "flatten_state",
@@ -47,7 +51,8 @@ __all__ = [
 _MODEL_FILE = "model.safetensors"
 _TENSORS_FILE = "train_state.safetensors"
 _JSON_FILE = "train_state.json"
-_FORMAT = "fgsbir-train-state/1"
+_FORMAT = "fgsbir-train-state/2"  # /2: with checksums
+_FIX = "resume from a backup of the run folder or start a new run"
 
 
 def flatten_state(obj: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
@@ -145,6 +150,10 @@ def rng_state_from_json(data: dict[str, Any]) -> dict[str, Any]:
     return unflatten_state(data["skeleton"], tensors)
 
 
+def _skeleton_digest(skeleton: Any) -> str:
+    return hashlib.sha256(json.dumps(skeleton, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def save_training_state(
     directory: str | os.PathLike, model_state: dict[str, torch.Tensor], state: dict
 ) -> Path:
@@ -154,9 +163,13 @@ def save_training_state(
         save_file(weights, str(tmp / _MODEL_FILE))
         tensors, skeleton = flatten_state(state)
         save_file(tensors, str(tmp / _TENSORS_FILE))
-        (tmp / _JSON_FILE).write_text(
-            json.dumps({"format": _FORMAT, "state": skeleton}, indent=1), encoding="utf-8"
-        )
+        payload = {
+            "format": _FORMAT,
+            "sha256": {name: sha256_file(tmp / name) for name in (_MODEL_FILE, _TENSORS_FILE)},
+            "state_sha256": _skeleton_digest(skeleton),
+            "state": skeleton,
+        }
+        (tmp / _JSON_FILE).write_text(json.dumps(payload, indent=1), encoding="utf-8")
     return Path(directory)
 
 
@@ -170,8 +183,30 @@ def has_training_state(directory: str | os.PathLike) -> bool:
     return _complete(directory) or _complete(parked_dir(directory))
 
 
+def _read_payload(path: Path) -> dict[str, Any]:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); {_FIX}.") from None
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path} has format {found!r}, expected {_FORMAT!r}; {_FIX}.")
+    digests = payload.get("sha256")
+    if not isinstance(digests, dict) or set(digests) != {_MODEL_FILE, _TENSORS_FILE}:
+        raise ValueError(f"{path} does not record the checksums of its files; {_FIX}.")
+    if payload.get("state_sha256") != _skeleton_digest(payload.get("state")):
+        raise ValueError(
+            f"{path} does not match its own checksum (the file is damaged or was edited); {_FIX}."
+        )
+    return payload
+
+
 def load_training_state(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read ``state/`` back: (model_state, state). Falls back to the copy kept by an interrupted swap."""
+    """Read ``state/`` back: (model_state, state). Falls back to the copy kept by an interrupted swap.
+
+    Every file is checked against the checksums recorded when it was written; a mismatch or a
+    damaged file is a ValueError of one sentence naming the file.
+    """
     directory = Path(directory)
     if not _complete(directory):
         old = parked_dir(directory)
@@ -180,11 +215,13 @@ def load_training_state(directory: str | os.PathLike) -> tuple[dict[str, torch.T
                 f"no training state in {directory}; --resume needs a run folder written by `fgsbir train`."
             )
         directory = old
-    payload = json.loads((directory / _JSON_FILE).read_text(encoding="utf-8"))
-    if payload.get("format") != _FORMAT:
-        raise ValueError(
-            f"{directory / _JSON_FILE} has format {payload.get('format')!r}, expected {_FORMAT!r}."
-        )
-    tensors = load_file(str(directory / _TENSORS_FILE))
-    model_state = load_file(str(directory / _MODEL_FILE))
-    return model_state, unflatten_state(payload["state"], tensors)
+    record = directory / _JSON_FILE
+    payload = _read_payload(record)
+    verify_sha256(directory, payload["sha256"], record, _FIX)
+    try:
+        tensors = load_file(str(directory / _TENSORS_FILE))
+        model_state = load_file(str(directory / _MODEL_FILE))
+        state = unflatten_state(payload["state"], tensors)
+    except (SafetensorError, KeyError, TypeError) as err:
+        raise ValueError(f"the training state in {directory} cannot be read ({err}); {_FIX}.") from None
+    return model_state, state

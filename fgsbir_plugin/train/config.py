@@ -128,7 +128,7 @@ class TrainConfig:
         def bad(name: str, why: str) -> None:
             raise ValueError(f"{name} = {getattr(self, name)!r} is invalid: {why}.")
 
-        if not self.data:
+        if not self.data and not self.resume:  # a resumed run reads its dataset from run_config.json
             bad(
                 "data",
                 "name a dataset (chairv2, shoev2, shoes_v1, chairs_v1, sketchy, synthetic) or a folder",
@@ -235,14 +235,22 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"config file {path} does not exist.")
     suffix = path.suffix.lower()
     text = path.read_text(encoding="utf-8")
-    if suffix in (".yaml", ".yml"):
-        values = yaml.safe_load(text)
-    elif suffix == ".toml":
-        values = tomllib.loads(text)
-    elif suffix == ".json":
-        values = json.loads(text)
-    else:
-        raise ValueError(f"config file {path} must end in .yaml, .yml, .toml or .json.")
+    try:
+        if suffix in (".yaml", ".yml"):
+            values = yaml.safe_load(text)
+        elif suffix == ".toml":
+            values = tomllib.loads(text)
+        elif suffix == ".json":
+            values = json.loads(text)
+        else:
+            raise ValueError(f"config file {path} must end in .yaml, .yml, .toml or .json.")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        # safe_load refuses Python tags (!!python/object ...) with a ConstructorError, a YAMLError.
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"config file {path} is not valid {suffix[1:].upper()} ({first_line}); "
+            "write plain option: value pairs (no tags)."
+        ) from None
     if values is None:
         values = {}
     if not isinstance(values, dict):

@@ -8,10 +8,13 @@ folder's layout is :class:`~fgsbir_plugin.run_folder.RunFolder`'s.
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..run_folder import RunFolder
 from . import ddp
 from .config import TrainConfig
 from .loop import _Throughput, end_of_epoch, progress_bar, save_state, train_one_epoch
@@ -33,6 +36,16 @@ def train(cfg: TrainConfig, datasets=None, model: torch.nn.Module | None = None)
             a state dict (``RunFolder.INJECTED_MODEL_FILE``) instead of ``model/``; on ``resume``
             pass a freshly built model of the same architecture.
     """
+    if not cfg.out:
+        cfg.validate()  # the one-sentence error for a missing --out
+    # One training process per run folder: the main process holds the folder's lock until the run ends
+    # (a killed run's lock dies with it, so --resume takes it over).
+    lock = RunFolder(Path(cfg.out)).lock() if ddp.dist_info().rank == 0 else contextlib.nullcontext()
+    with lock:
+        return _train(cfg, datasets, model)
+
+
+def _train(cfg: TrainConfig, datasets, model: torch.nn.Module | None) -> dict[str, Any]:
     s = start_session(cfg, datasets, model)
     bar = progress_bar(s)
     meter = _Throughput(2 * s.cfg.batch_size * s.cfg.grad_accum * s.info.world_size)

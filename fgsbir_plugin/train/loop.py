@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from typing import Any
 
@@ -36,6 +37,7 @@ from .optim import set_lr
 from .session import TrainSession
 
 __all__ = [
+    "TrainingDiverged",
     "make_loader",
     "train_step",
     "train_one_epoch",
@@ -44,6 +46,29 @@ __all__ = [
     "save_state",
     "save_best",
 ]
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the weights became non-finite; nothing non-finite was written to the run folder."""
+
+
+def diverged(s: TrainSession, what: str) -> None:
+    """Log the divergence and raise :class:`TrainingDiverged`: the run stops before saving anything, so
+    ``state/`` and ``model/`` keep the last finite state and the best model so far."""
+    step = s.progress["step"]
+    if s.main:
+        s.log.write({"event": "diverged", "step": step, "reason": what})
+    raise TrainingDiverged(
+        f"training diverged at step {step} ({what}); {s.run.path} keeps the last finite saved state and the "
+        "best model so far: start a new run with a lower --lr or with --grad-clip."
+    )
+
+
+def check_finite_weights(s: TrainSession) -> None:
+    """Raise :class:`TrainingDiverged` when any trained weight is NaN or infinite (before a save)."""
+    for name, p in s.pair.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            diverged(s, f"weight {name} is not finite")
 
 
 def make_loader(s: TrainSession, epoch: int) -> torch.utils.data.DataLoader:
@@ -144,6 +169,8 @@ def train_one_epoch(s: TrainSession, bar, meter: _Throughput) -> str | None:
         if s.info.distributed and not last_micro:
             sync = s.net.no_sync() if hasattr(s.net, "no_sync") else sync
         value = train_step(s, sketch, photo, labels, sync)
+        if not math.isfinite(value):
+            diverged(s, f"the loss is {value}")
         progress["batch_in_epoch"] += 1
         s.running_loss = value if s.running_loss is None else 0.9 * s.running_loss + 0.1 * value
         if not last_micro:
@@ -276,6 +303,7 @@ def _gathered_rng(s: TrainSession):
 
 def save_state(s: TrainSession) -> None:
     """Write ``state/``: current weights, optimiser, scaler, RNG, progress, schedule and configuration."""
+    check_finite_weights(s)
     rngs = _gathered_rng(s)
     if s.main:
         save_training_state(
@@ -305,6 +333,7 @@ def _save_tensors(path, module: torch.nn.Module) -> None:
 def save_best(s: TrainSession) -> None:
     """Write the current model as the run's best: ``model/`` (a timm model folder), or a state dict for an
     injected model; a HOLEF W held by the loss goes beside it."""
+    check_finite_weights(s)
     if s.injected:
         _save_tensors(s.run.injected_model_path, s.model)
     else:

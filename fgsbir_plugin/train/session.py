@@ -35,7 +35,7 @@ from .build import (
     loss_distance,
 )
 from .checkpoint import has_training_state, load_training_state, restore_rng_state
-from .config import TrainConfig, resume_config
+from .config import RESUME_OVERRIDABLE, TrainConfig, resume_config
 from .frozen import CachedPairDataset, FrozenTrunk, cached_views
 from .optim import build_optimizer
 from .run_log import RunLog
@@ -126,8 +126,8 @@ def _checked_config(cfg: TrainConfig, run: RunFolder) -> TrainConfig:
             raise FileNotFoundError(
                 f"--resume: {run.path} holds no run to resume (no {RunFolder.RUN_CONFIG} and {RunFolder.STATE}/)."
             )
-        saved = json.loads(run.run_config_path.read_text(encoding="utf-8"))
-        return resume_config(cfg, saved, str(run.run_config_path))
+        saved = run.read_run_config()
+        return resume_config(cfg, saved, str(run.run_config_path)).validate()
     if run.holds_run():
         raise ValueError(
             f"{run.path} already holds a run; pass --resume to continue it or choose another --out."
@@ -224,17 +224,57 @@ def _input_pipeline(
     return dataset, sampler, batches_per_epoch, total_steps, val_tables, val_cache
 
 
+def _check_saved_state(s: TrainSession, state: dict[str, Any]) -> None:
+    """The state in ``state/`` belongs to this run and stands where a run can stand; else one sentence."""
+    where, fix = s.run.state_dir, "restore the run folder from a backup or start a new run"
+    missing = [k for k in ("optimizer", "rng", "progress") if k not in state]
+    if missing:
+        raise ValueError(f"the training state in {where} lacks {', '.join(missing)}; {fix}.")
+    saved_cfg = state.get("config")
+    if isinstance(saved_cfg, dict):
+        ignore = RESUME_OVERRIDABLE | {"out"}
+        now = s.cfg.to_dict()
+        differ = sorted(k for k in now if k not in ignore and saved_cfg.get(k, now[k]) != now[k])
+        if differ:
+            raise ValueError(
+                f"{s.run.run_config_path} does not match the settings saved in {where} ({', '.join(differ)} "
+                f"differ); {fix}."
+            )
+    progress = state["progress"]
+    bounds = {
+        "epoch": (0, None),
+        "step": (0, s.total_steps),
+        "batch_in_epoch": (0, s.batches_per_epoch),
+        "bad_validations": (0, None),
+    }
+    for key, (low, high) in bounds.items():
+        v = progress.get(key) if isinstance(progress, dict) else None
+        if not isinstance(v, int) or isinstance(v, bool) or v < low or (high is not None and v > high):
+            limit = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise ValueError(
+                f"the saved progress in {where} has {key} = {v!r}, which must be {limit}; {fix}."
+            )
+
+
 def _restore_or_start(s: TrainSession) -> None:
     """Resume: load the saved weights, optimiser, scaler, progress and RNG. New run: write run_config.json."""
     if s.cfg.resume:
         model_state, state = load_training_state(s.run.state_dir)
+        _check_saved_state(s, state)
         if s.main:
             for stale in s.run.stale_state_folders():
                 shutil.rmtree(stale, ignore_errors=True)
-        s.pair.load_state_dict({k: v.to(s.device) for k, v in model_state.items()})
-        s.optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            s.scaler.load_state_dict(state["scaler"])
+        try:
+            s.pair.load_state_dict({k: v.to(s.device) for k, v in model_state.items()})
+            s.optimizer.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                s.scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(
+                f"the state in {s.run.state_dir} does not fit the model and optimiser of "
+                f"{s.run.run_config_path} ({first}); restore the run folder or start a new run."
+            ) from None
         s.progress.update(state["progress"])
         rng = state["rng"]
         restore_rng_state(rng[s.info.rank] if isinstance(rng, list) else rng)
@@ -315,4 +355,6 @@ def start_session(cfg: TrainConfig, datasets=None, model: torch.nn.Module | None
     _restore_or_start(s)
     s.net = _wrap(s)
     s.log = RunLog(run, cfg.log_csv, cfg.tensorboard, s.main)
+    if cfg.resume:
+        s.log.truncate_after(s.progress["step"])
     return s
