@@ -17,11 +17,10 @@ from typing import Any
 import timm.data
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from .data.transforms import ImageTable, ImageTransform, load_size_for, ten_crop_views
-from .data.validate import IMAGE_EXTENSIONS
+from .data.validate import IMAGE_EXTENSIONS, load_image
 
 __all__ = [
     "embedding_dim",
@@ -130,13 +129,31 @@ def embed_table(
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files under ``folder`` (recursive), sorted by relative path."""
+    """Image files under ``folder`` (recursive), sorted by relative path, each readable.
+
+    A symlink to an image file is listed like the file, at its place inside ``folder`` wherever it
+    points, as the dataset readers list it: name each file by ``path.relative_to(folder)``, not by
+    its resolved target. Symlinked folders are not descended into, so a link cannot make the walk
+    loop. A symlink that leads nowhere, or a file that cannot be opened for reading, is a
+    ValueError naming it, raised here, before anything is embedded.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist.")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or p.is_symlink())
+    )
     if not files:
         raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+    for path in files:
+        if not path.is_file():
+            raise ValueError(
+                f"{path} is a symlink to {os.readlink(path)}, which is not a file; fix or delete the link."
+            )
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"{path} cannot be opened for reading; fix its permissions or delete it.")
     return files
 
 
@@ -148,12 +165,10 @@ class _Files:
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        try:
-            with Image.open(self.files[i]) as img:
-                img.load()
-                return {"image": img.copy()}
-        except (OSError, UnidentifiedImageError) as err:
-            raise ValueError(f"cannot read image {self.files[i]} ({err}); remove or fix the file.") from None
+        # The loaders' check: an undecodable, truncated, non-finite or oversized image is a
+        # ValueError naming the file (``validate.load_image``).
+        with load_image(self.files[i]) as img:
+            return {"image": img.copy()}
 
 
 def embed_files(

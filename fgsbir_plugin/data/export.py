@@ -182,8 +182,31 @@ def export_imagefolder(dataset: DatasetDict, folder: str | os.PathLike) -> Path:
     return folder
 
 
+def _check_metadata_files(folder: Path) -> None:
+    """Every ``metadata.jsonl`` under ``folder`` holds one JSON object per line.
+
+    datasets' JSON-lines parser reports a broken line without naming its file, so each file is
+    read once here first.
+    """
+    for path in sorted(folder.rglob("metadata.jsonl")):
+        for n, line in enumerate(path.read_bytes().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ValueError(
+                    f"{path} line {n} is not valid JSON ({exc}); fix that line or export the folder again"
+                ) from None
+            if not isinstance(row, dict):
+                raise ValueError(
+                    f"{path} line {n} is not a JSON object; fix that line or export the folder again"
+                )
+
+
 def load_imagefolder(folder: str | os.PathLike, **load_dataset_kwargs) -> DatasetDict:
     """``datasets.load_dataset("imagefolder", data_dir=folder)`` cast to the exact row schema."""
+    _check_metadata_files(Path(folder))
     dd = load_dataset("imagefolder", data_dir=str(folder), **load_dataset_kwargs)
     cols = set(next(iter(dd.values())).column_names)
     name = "sketches" if "sketch" in cols else "photos"

@@ -26,20 +26,11 @@ import numpy as np
 from datasets import DatasetDict
 
 from .records import PhotoItem, SketchItem, assemble
-from .validate import IMAGE_EXTENSIONS, Issues, SkipLog
+from .validate import Issues, SkipLog, image_files
 
-__all__ = ["read", "list_pairs", "seeded_test_split", "read_split_files"]
+__all__ = ["read", "list_pairs", "seeded_test_split", "read_split_files", "split_file_lines"]
 
 _SKETCH_STEM = re.compile(r"^(?P<photo>.+)[_-](?P<k>[^_-]+)$")
-
-
-def _images(folder: Path) -> list[Path]:
-    # Hidden files (".DS_Store", macOS "._x.png" shadows) are not images of the dataset.
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-    )
 
 
 def list_pairs(
@@ -51,9 +42,9 @@ def list_pairs(
             raise FileNotFoundError(
                 f"{what} folder {folder} is missing; create it and put the {what} images in it"
             )
-    photos = [PhotoItem(p.stem, str(p), path=str(p), category=category) for p in _images(photo_dir)]
+    photos = [PhotoItem(p.stem, str(p), path=str(p), category=category) for p in image_files(photo_dir)]
     sketches = []
-    for p in _images(sketch_dir):
+    for p in image_files(sketch_dir):
         m = _SKETCH_STEM.match(p.stem)
         if m is None:
             issues(
@@ -78,6 +69,16 @@ def seeded_test_split(photo_ids, test_fraction: float, seed: int) -> set[str]:
     return {ids[i] for i in order[:n_test]}
 
 
+def split_file_lines(path: Path) -> list[str]:
+    """The lines of a split file (UTF-8 text), or a ValueError naming it when it is not text."""
+    try:
+        return path.read_bytes().decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as plain text, one id per line"
+        ) from None
+
+
 def read_split_files(root: Path) -> dict[str, str] | None:
     """photo id -> split from ``train.txt``/``test.txt`` in ``root``, or None when neither exists."""
     files = {split: root / f"{split}.txt" for split in ("train", "test")}
@@ -91,7 +92,7 @@ def read_split_files(root: Path) -> dict[str, str] | None:
         )
     where: dict[str, str] = {}
     for split, path in files.items():
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        for n, line in enumerate(split_file_lines(path), 1):
             pid = line.strip()
             if not pid or pid.startswith("#"):
                 continue

@@ -24,7 +24,7 @@ from .._common import default_data_dir
 from .rasterize import encode_png, rasterize_strokes
 from .records import READER_SPLITS, PhotoItem, SketchItem, assemble
 from .safe_pickle import load_numpy_pickle
-from .validate import IMAGE_EXTENSIONS, Issues, SkipLog
+from .validate import Issues, SkipLog, image_files
 
 __all__ = ["read", "read_strokes", "find_source", "KNOWN"]
 
@@ -181,10 +181,7 @@ def read(
         for (item, _), ref in zip(items, pool.map(render, [v for _, v in items])):
             item.image = ref
 
-    photos = []
-    for path in sorted(photo_dir.iterdir()):
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not path.name.startswith("."):
-            photos.append(PhotoItem(path.stem, str(path), path=str(path), category=category))
+    photos = [PhotoItem(p.stem, str(p), path=str(p), category=category) for p in image_files(photo_dir)]
     return assemble(
         [item for item, _ in items],
         photos,

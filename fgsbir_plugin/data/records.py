@@ -51,11 +51,7 @@ def _check_images(items: list, mode: str, issues: Issues, verify: bool) -> list:
     bad = set()
     for i, (ref, err) in zip(todo, results):
         if ref is None:
-            issues(
-                "corrupt_image",
-                items[i].origin,
-                f"image {items[i].origin} cannot be read ({err}); replace it with a valid image or delete it",
-            )
+            issues(err.reason, items[i].origin, str(err))
             bad.add(i)
         else:
             items[i].image = ref

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from datasets import DatasetDict
 
-from .pairs_folder import list_pairs, seeded_test_split
+from .pairs_folder import list_pairs, seeded_test_split, split_file_lines
 from .records import assemble
 from .validate import Issues, SkipLog
 
@@ -33,7 +33,7 @@ _DEFAULT_VARIANT = "tx_000000000000"
 
 def _read_testset(path: Path) -> set[tuple[str, str]]:
     out = set()
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(split_file_lines(path), 1):
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue
