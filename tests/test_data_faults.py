@@ -62,6 +62,12 @@ def test_qmul_v1_axis_order_ambiguous_unless_annotated_or_stated(tmp_path):
         load_fgsbir(folder)
     sk = load_fgsbir(folder, axes="nhw")
     np.testing.assert_array_equal(np.asarray(sk["train"][0]["sketch"]), arrays["sketch", "train"][0])
+    # an annotation file listing 5 sketches per split fits neither reading, so it does not choose
+    (folder / "shoes_annotation.json").write_text(
+        json.dumps({s: {"triplets": [[[0, 1]]] * 5} for s in ("train", "test")})
+    )
+    with pytest.raises(ValueError, match=r"nor shoes_annotation\.json tell which; pass axes="):
+        load_fgsbir(folder)
     # the annotation file lists 3 sketches per split, which singles out numpy order
     (folder / "shoes_annotation.json").write_text(
         json.dumps({s: {"triplets": [[[0, 1]]] * 3} for s in ("train", "test")})

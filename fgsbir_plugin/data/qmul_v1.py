@@ -153,10 +153,11 @@ def _axis_orders(shapes: dict, paths: dict, annotation: Path, axes: str | None) 
     if len(fits) > 1:
         counts = _annotated_counts(annotation)
         if counts is not None:
-            fits = [o for o in fits if all(_reading(shapes[k], o[k])[0] == counts.get(k[1]) for k in keys)]
+            agreeing = [o for o in fits if all(_reading(shapes[k], o[k])[0] == counts[k[1]] for k in keys)]
+            fits = agreeing or fits  # an annotation file that fits no reading does not choose one
     if len(fits) == 1:
         return fits[0]
-    key = next(k for k in keys if len({o[k] for o in fits}) > 1) if fits else keys[0]
+    key = next(k for k in keys if len({o[k] for o in fits}) > 1)
     (n1, hw1), (n2, hw2) = _reading(shapes[key], "nhw"), _reading(shapes[key], "hwn")
     raise ValueError(
         f"{paths[key]} holds 'data' of shape {shapes[key]}, which reads as {n1} images of {hw1[0]} x {hw1[1]} "
