@@ -210,7 +210,7 @@ def run_build(args: argparse.Namespace) -> int:
     )
     if not index.is_trained:
         index.train(emb)
-    index.add(emb, [p.resolve().relative_to(root).as_posix() for p in paths])
+    index.add(emb, [p.relative_to(settings["photos"]).as_posix() for p in paths])
     index.save(args.out, extra={"photos_root": str(root), "checkpoint": str(checkpoint.resolve())})
     print(f"wrote {args.out}: {len(index)} photos, metric {metric}, spec {index.spec}, dim {index.dim}")
     return 0
@@ -257,13 +257,9 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def _load_image(path: Path, mode: str):
-    from PIL import Image, UnidentifiedImageError
+    from fgsbir_plugin.data.validate import load_image
 
-    try:
-        with Image.open(path) as im:
-            return im.convert(mode)
-    except (OSError, UnidentifiedImageError) as err:
-        raise ValueError(f"cannot read image {path} ({err}); remove or fix the file.") from None
+    return load_image(path).convert(mode)  # a damaged or oversized file is one sentence naming it
 
 
 def write_contact_sheet(sketch: Path, results: list[tuple[Path, float]], out: Path, thumb: int = 160) -> Path:

@@ -71,6 +71,7 @@ def test_flags_override_config_file(tmp_path):
         ("", ["--model", "no_such_model_xyz"], "unknown model 'no_such_model_xyz'"),
         ("", ["--data-dir", "/nonexistent/fgsbir"], "data directory /nonexistent/fgsbir does not exist"),
         ("- a\n- b\n", [], "must hold a mapping"),
+        ("", ["--data-kwargs", '{"seed": 3}'], "it sets seed, which training sets itself"),
     ],
 )
 def test_bad_config_gives_one_sentence(tmp_path, fgsbir, config_text, flags, expected):

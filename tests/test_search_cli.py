@@ -211,3 +211,22 @@ def test_cli_user_errors(workspace, cosine_index):
         run(["search", str(cosine_index), str(root / "nope.png")])
     with pytest.raises(ValueError, match="-k must be positive"):
         run(["search", str(cosine_index), sketch, "-k", "0"])
+
+
+def test_a_symlinked_photo_is_indexed_by_its_place_in_the_folder(workspace, tmp_path, capsys):
+    _, run_dir, photos = workspace
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(outside / "target.png")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "link.png").symlink_to(outside / "target.png")
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(linked / "plain.png")
+    out = tmp_path / "linked.index"
+    argv = ["index", "build", "--checkpoint", str(run_dir), "--photos", str(linked), "--out", str(out)]
+    assert run([*argv, "--device", "cpu"]) == 0
+    assert sorted(GalleryIndex.load(out).ids) == ["link.png", "plain.png"]
+    capsys.readouterr()
+    assert run(["search", str(out), str(outside / "target.png"), "-k", "1", "--device", "cpu"]) == 0
+    rank, dist, path = results(capsys.readouterr().out)[0]
+    assert path == str(linked.resolve() / "link.png") and abs(float(dist)) < 1e-5

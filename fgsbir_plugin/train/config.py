@@ -43,6 +43,9 @@ SCHEDULES = ("cosine", "onecycle", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CACHE_MODES = ("auto", "yes", "no")
 
+# Keywords of load_fgsbir_pair that training sets itself, so --data-kwargs must not repeat them.
+_DATA_OPTIONS = frozenset({"name_or_path", "data_dir", "validation_size", "seed", "lenient"})
+
 # Settings that do not change what is computed, so --resume may change them.
 RESUME_OVERRIDABLE = frozenset(
     {
@@ -195,6 +198,12 @@ class TrainConfig:
         for name in ("model_kwargs", "data_kwargs"):
             if not isinstance(getattr(self, name), dict):
                 bad(name, "it must be a mapping (a JSON object on the command line)")
+        own = sorted(set(self.data_kwargs) & _DATA_OPTIONS)
+        if own:
+            bad(
+                "data_kwargs",
+                f"it sets {', '.join(own)}, which training sets itself; use the training options instead",
+            )
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise FileNotFoundError(
                 f"data directory {self.data_dir} does not exist; pass --data-dir pointing at the dataset folder."
