@@ -57,13 +57,13 @@ def _resolve(name_or_path, data_dir) -> tuple[str, dict, object]:
     if isinstance(name_or_path, str) and key in _NAMED:
         module, fixed = _NAMED[key]
         if module == "synthetic" and data_dir is not None:
-            raise ValueError("the synthetic dataset is generated, not read: leave data_dir=None")
+            raise ValueError("the synthetic dataset is generated, not read: leave data_dir=None.")
         return module, fixed, data_dir
     path = Path(name_or_path)
     if not path.is_dir():
         raise FileNotFoundError(
             f"{name_or_path!r} is neither a known dataset name ({', '.join(DATASET_NAMES)}) nor an existing folder; "
-            "check the spelling or the path"
+            "check the spelling or the path."
         )
     if data_dir is not None:
         raise ValueError("name_or_path is already a folder; leave data_dir=None")
