@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +150,12 @@ def train_config(h: Harness, ref: DatasetRef, name: str, seed: int, validate: bo
     else:  # an injected CLIP tower: cfg.model is only a label, and the DSSA kwargs do not apply
         values["model"], values["model_kwargs"] = f"clip:{method.get('adapt')}", {}
     cfg = TrainConfig.from_dict(values, "benchmark config")
-    return cfg.validate() if validate else cfg
+    if not validate:
+        return cfg
+    # The harness reads the cell's data and hands it to training, so the reader's own seed (a dataset_kwargs
+    # entry, kept in the cell's settings) is no option of training, which seeds its reads itself.
+    reader = {k: v for k, v in cfg.data_kwargs.items() if k != "seed"}
+    return replace(cfg, data_kwargs=reader).validate()
 
 
 def cell_settings(h: Harness, ref: DatasetRef, name: str, seed: int) -> dict[str, Any]:
