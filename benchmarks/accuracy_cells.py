@@ -27,7 +27,15 @@ from typing import Any
 
 import timm
 import torch
-from accuracy_config import DatasetRef, is_trained, seed_independent, train_values, validation_size
+from accuracy_config import (
+    DatasetRef,
+    export_folder,
+    is_trained,
+    read_export,
+    seed_independent,
+    train_values,
+    validation_size,
+)
 from accuracy_scoring import DIAGNOSTIC_KEYS, score_test_split
 from safetensors.torch import load_file
 
@@ -46,6 +54,8 @@ METRIC_KEYS = ("acc@1", "acc@5", "acc@10", "mAP", "mean_rank", "median_rank")
 
 # A CLIP tower factory: (adapt) -> CLIPImageEmbedder. Tests inject a tiny random one.
 ClipFactory = Callable[[str], torch.nn.Module]
+# A training run: engine.train's signature (cfg, datasets=..., model=...) -> its summary.
+TrainFn = Callable[..., dict[str, Any]]
 
 
 def cell_path(results_dir: Path, results_name: str, dataset: str, method: str, seed: int) -> Path:
@@ -88,6 +98,7 @@ class Harness:
     clip_factory: ClipFactory | None = None
     clip_info: dict[str, Any] | None = None
     command: str = ""
+    train_fn: TrainFn | None = None  # None: engine.train; the GPU suite passes its own (gpu_train.py)
     _data: dict[tuple, tuple] = field(default_factory=dict, repr=False)
 
     def cell_path(self, dataset: str, method: str, seed: int) -> Path:
@@ -115,7 +126,16 @@ def load_cell_data(ref: DatasetRef, seed: int, val_size: float):
 
     kwargs = dict(ref.kwargs)
     reader_seed = int(kwargs.pop("seed", seed))
-    sketches, photos = load_fgsbir_pair(ref.source, ref.data_dir, seed=reader_seed, **kwargs)
+    export = export_folder(ref)
+    if export is not None and kwargs:
+        raise ValueError(
+            f"{ref.name}: {export} holds a compact export, read with the reader's defaults; it cannot apply "
+            f"the reader arguments {sorted(kwargs)}: point the data folder at the raw files instead."
+        )
+    if export is not None:
+        sketches, photos = read_export(export)
+    else:
+        sketches, photos = load_fgsbir_pair(ref.source, ref.data_dir, seed=reader_seed, **kwargs)
     sketches, photos = carve_validation(sketches, photos, val_size, seed)
     for split in ("train", "validation", "test"):
         if split not in sketches or len(sketches[split]) == 0:
@@ -207,8 +227,11 @@ def _finished_summary(cfg) -> dict[str, Any] | None:
     return end
 
 
-def train_or_resume(cfg, datasets, injected: torch.nn.Module | None) -> dict[str, Any]:
-    """Train ``cfg`` (resuming a half-trained run folder); a finished run is not trained again."""
+def train_or_resume(
+    cfg, datasets, injected: torch.nn.Module | None, train_fn: TrainFn | None = None
+) -> dict[str, Any]:
+    """Train ``cfg`` with ``train_fn`` (default ``engine.train``), resuming a half-trained run folder; a
+    finished run is not trained again."""
 
     summary = _finished_summary(cfg)
     if summary is not None:
@@ -219,7 +242,7 @@ def train_or_resume(cfg, datasets, injected: torch.nn.Module | None) -> dict[str
     elif out.exists():
         # Killed before its first resumable state: nothing to keep (the harness owns runs_dir).
         shutil.rmtree(out)
-    summary = engine.train(cfg, datasets=datasets, model=injected)
+    summary = (train_fn or engine.train)(cfg, datasets=datasets, model=injected)
     if not summary["done"]:
         raise RuntimeError(f"training of {out} stopped before its end; run the benchmark again to resume it.")
     return summary
@@ -260,7 +283,7 @@ def _trained_cell(h: Harness, ref: DatasetRef, name: str, seed: int) -> dict[str
     sketches, photos = h.datasets(ref, seed, validation_size(h.bench, method))
     cfg = train_config(h, ref, name, seed)
     injected = h.clip_factory(method["adapt"]) if method["kind"] == "clip" else None
-    summary = train_or_resume(cfg, (sketches, photos), injected)
+    summary = train_or_resume(cfg, (sketches, photos), injected, h.train_fn)
     model, distance = selected_model(Path(cfg.out), injected, resolve_device(h.device))
     test = score_test_split(
         model,

