@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "fgsbir_cli.train",  # train, eval, embed, demo
     "fgsbir_cli.search",  # index build, search
     "fgsbir_cli.hub",  # push, push-dataset
+    "fgsbir_cli.app",  # app
 )
 
 

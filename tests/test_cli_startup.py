@@ -14,7 +14,18 @@ from fgsbir_cli import train as train_cli
 from fgsbir_plugin.search import faiss_params
 from fgsbir_plugin.train import config
 
-HEAVY = ("fgsbir_plugin", "torch", "timm", "numpy", "faiss", "datasets", "PIL", "huggingface_hub", "yaml")
+HEAVY = (
+    "fgsbir_plugin",
+    "torch",
+    "timm",
+    "numpy",
+    "faiss",
+    "datasets",
+    "PIL",
+    "huggingface_hub",
+    "yaml",
+    "gradio",
+)
 
 _PROBE = """
 import sys
@@ -37,6 +48,7 @@ print("LOADED:" + ",".join(heavy))
         ["index", "build", "--help"],
         ["search", "--help"],
         ["push", "--help"],
+        ["app", "--help"],
         ["train", "--loss", "nope"],  # an argument error
         ["search", "--bogus"],
     ],
