@@ -286,6 +286,14 @@ def main(argv=None) -> int:
     parser.add_argument("--min-time-s", type=float, default=0.5)
     parser.add_argument("--max-repeats", type=int, default=20)
     parser.add_argument("--single-run-s", type=float, default=2.0)
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=None,
+        help="Nq x Nr x d cases, e.g. 64x64x256 (default: "
+        + ", ".join("x".join(map(str, s)) for s in SIZES)
+        + ")",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "holef_closed_form"))
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--device", help=argparse.SUPPRESS)
@@ -299,6 +307,9 @@ def main(argv=None) -> int:
     devices = (
         args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     )
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes] if args.sizes else SIZES
+    if any(len(s) != 3 for s in sizes):
+        parser.error(f"--sizes takes Nq x Nr x d cases such as 64x64x256, got {args.sizes}.")
     args.max_naive_elements = {"cpu": args.cpu_max_naive_elements, "cuda": args.cuda_max_naive_elements}
     names = {
         "cpu": f"CPU: {_cpu_name()}, {os.cpu_count()}-core sandbox (shared), {args.threads} thread(s) used"
@@ -308,7 +319,7 @@ def main(argv=None) -> int:
     rows = []
     start = time.perf_counter()
     for dev in devices:
-        for size in SIZES:
+        for size in sizes:
             for method in METHODS:
                 row = _plan(dev, method, size, args) or _run_child(dev, method, size, args)
                 row = {"device": dev, "method": method, "size": list(size), **row}
@@ -327,7 +338,7 @@ def main(argv=None) -> int:
 
     comparison = []
     for dev in devices:
-        for size in SIZES:
+        for size in sizes:
             by = {r["method"]: r for r in rows if r["device"] == dev and tuple(r["size"]) == size}
             comparison.append(
                 {

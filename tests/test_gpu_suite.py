@@ -1,0 +1,286 @@
+"""The GPU suite (benchmarks/gpu_*.py, compact_data.py): its schedule, its input pipeline on the device, the
+compact data export, the bundle's merge, and its smoke run end to end (slow)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from _train_fixtures import tiny_fgsbir
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+SMOKE = BENCH / "accuracy_configs" / "gpu_smoke.yaml"
+sys.path.insert(0, str(BENCH))  # the benchmark modules import each other by their plain names
+
+import accuracy_cells as cells  # noqa: E402
+import accuracy_config as config  # noqa: E402
+import compact_data  # noqa: E402
+import gpu_prepare  # noqa: E402
+import gpu_run  # noqa: E402
+import gpu_train  # noqa: E402
+from accuracy_scoring import DIAGNOSTIC_KEYS  # noqa: E402
+from gpu_schedule import Cell, Estimator, calls_left, next_cell, priority_order  # noqa: E402
+
+from fgsbir_plugin.data import carve_validation, load_fgsbir_pair  # noqa: E402
+from fgsbir_plugin.data.sampling import PairDataset, collate_pairs, pair_index  # noqa: E402
+from fgsbir_plugin.data.transforms import ImageTable, ImageTransform  # noqa: E402
+from fgsbir_plugin.train import engine  # noqa: E402
+from fgsbir_plugin.train.config import TrainConfig  # noqa: E402
+
+
+def test_priority_order_headline_rows_first_then_the_other_rows_then_later_seeds():
+    order = [
+        str(c) for c in priority_order(["a", "b"], ["triplet", "attention", "dssa_full", "zero"], [0, 1, 2])
+    ]
+    assert order[:4] == ["a/triplet/seed0", "a/dssa_full/seed0", "b/triplet/seed0", "b/dssa_full/seed0"]
+    assert order[4:8] == ["a/attention/seed0", "a/zero/seed0", "b/attention/seed0", "b/zero/seed0"]
+    assert order[8:12] == ["a/triplet/seed1", "a/dssa_full/seed1", "b/triplet/seed1", "b/dssa_full/seed1"]
+    assert order[12:16] == ["a/triplet/seed2", "a/dssa_full/seed2", "b/triplet/seed2", "b/dssa_full/seed2"]
+    assert order[16] == "a/attention/seed1" and len(set(order)) == len(order) == 2 * 4 * 3
+
+
+def test_estimates_scale_with_the_training_sketches_and_prefer_the_same_method():
+    est = Estimator({"small": 200, "big": 1000}, untrained=frozenset({"zero"}), safety=1.0)
+    assert est.estimate(Cell("small", "triplet", 0)) == pytest.approx(
+        est.fixed_s + est.prior_s_per_sketch * 200
+    )
+    est.add(Cell("small", "triplet", 0), 20.0)
+    assert est.estimate(Cell("big", "triplet", 0)) == pytest.approx(100.0)
+    assert est.estimate(Cell("big", "dssa_full", 0)) == pytest.approx(100.0)  # any trained method's rate
+    est.add(Cell("small", "dssa_full", 0), 40.0)
+    assert est.estimate(Cell("big", "dssa_full", 1)) == pytest.approx(200.0)
+    assert est.estimate(Cell("big", "zero", 0)) == est.untrained_prior_s
+    est.add(Cell("big", "zero", 0), 3.0)
+    assert est.estimate(Cell("big", "zero", 1)) == pytest.approx(3.0)
+
+
+def test_a_cell_starts_only_when_its_estimate_fits_and_smaller_ones_fill_the_end():
+    est = Estimator({"small": 200, "big": 1000}, safety=1.0)
+    est.add(Cell("small", "t", 0), 20.0)
+    pending = [Cell("big", "t", 1), Cell("small", "t", 1)]
+    assert next_cell(pending, est, 150.0) == (Cell("big", "t", 1), pytest.approx(100.0))
+    assert next_cell(pending, est, 50.0) == (Cell("small", "t", 1), pytest.approx(20.0))
+    assert next_cell(pending, est, 10.0) is None
+    assert calls_left([], est, 400.0) == 0 and calls_left(pending, est, 100.0) == 2
+
+
+def _fake_cell(h, ref, method: str, seed: int, **extra) -> dict:
+    """A finished cell's record, as read_cell accepts it, made with the config's settings."""
+    rec = {
+        "seed": seed,
+        "metrics": dict.fromkeys(cells.METRIC_KEYS, 50.0),
+        "diagnostics": dict.fromkeys(DIAGNOSTIC_KEYS),
+        "ranks": [1, 2],
+        "device": "GPU: test",
+        "wall_s": 30.0,
+        "settings": cells.cell_settings(h, ref, method, seed),
+        **extra,
+    }
+    path = h.cell_path(ref.name, method, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec))
+    return rec
+
+
+def test_the_run_resumes_from_committed_cells_and_starts_nothing_past_its_budget(tmp_path):
+    bench = config.load_benchmark_config(SMOKE)
+    results = tmp_path / "results"
+    h = cells.Harness(bench, results, "accuracy_gpu_smoke", tmp_path / "runs", device="cpu")
+    ref = config.dataset_ref("synthetic", bench, None)
+    _fake_cell(h, ref, "triplet", 0)
+    _fake_cell(h, ref, "dssa_full", 1, settings={"other": "settings"})
+    status = gpu_run.grid_status(h, [ref], [0, 1])
+    assert status["done"] == [Cell("synthetic", "triplet", 0)] and status["stale"] == [
+        Cell("synthetic", "dssa_full", 1)
+    ]
+    assert [str(c) for c in status["pending"]] == [
+        "synthetic/dssa_full/seed0",
+        "synthetic/pretrained_zero_shot/seed0",
+        "synthetic/triplet/seed1",
+        "synthetic/pretrained_zero_shot/seed1",
+    ]
+    assert set(status["blocked"].values()) == {"CLIP weights unavailable offline"}
+
+    lines: list[str] = []
+    suite = gpu_run.Suite(
+        out=tmp_path / "out",
+        config=SMOKE,
+        results_dir=results,
+        runs_dir=tmp_path / "runs",
+        data_dir=None,
+        device="cpu",
+        budget_s=gpu_run.RESERVE_S + 5.0,  # less than any cell's estimate
+        started=time.monotonic(),
+        command="test",
+        smoke=True,
+        benchmarks=False,
+    )
+    assert gpu_run.run(suite, lines.append) == 0
+    call = json.loads((tmp_path / "out" / "gpu_call.json").read_text())
+    summary = call["summary"]
+    assert call["cells"] == [] and summary["done"] == 1 and summary["left"] == 4 and summary["grid"] == 8
+    assert summary["estimated_calls_left"] >= 1 and summary["stale"] == ["synthetic/dssa_full/seed1"]
+    assert any("cells done: 1 of 8" in line and "estimated calls left" in line for line in lines)
+    with tarfile.open(tmp_path / "out" / "gpu_results.tar.gz") as tar:
+        assert tar.getnames() == []
+
+
+def test_device_batches_are_the_engine_pipeline_s_batches_pixel_for_pixel():
+    sketches, photos = load_fgsbir_pair(
+        "synthetic", num_photos=12, sketches_per_photo=2, image_size=48, seed=0
+    )
+    load, size, mean, std = 40, 32, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    s_table = ImageTable(sketches["train"], "sketch", load, 3, cache=True)
+    p_table = ImageTable(photos["train"], "photo", load, 3, cache=True)
+    s2p = pair_index(list(sketches["train"]["photo_id"]), list(photos["train"]["photo_id"]))
+    s_tf = ImageTransform(size, mean, std, 3, train=True, hflip=0.5, stroke_jitter=0.5)
+    engine_pairs = PairDataset(
+        s_table, p_table, s2p, s_tf, ImageTransform(size, mean, std, 3, train=True), seed=3
+    )
+    spec = {"image_size": size, "in_chans": 3, "mean": mean, "std": std}
+    cfg = TrainConfig(seed=3, hflip=0.5, stroke_jitter=0.5)
+    device_pairs = gpu_train.DeviceBatches(s_table.tensor, p_table.tensor, s2p, spec, cfg)
+    for epoch in (0, 7):
+        indices = [3, 0, 7, 2, 11, 5, 9]
+        expected = collate_pairs([engine_pairs[(epoch, i)] for i in indices])
+        for got, want in zip(device_pairs.batch(epoch, indices), expected):
+            assert torch.equal(got, want)
+
+
+def _tiny_config(out: Path, **kw) -> TrainConfig:
+    values = dict(data="tiny", out=str(out), model="test_resnet", image_size=32, batch_size=4, epochs=2)
+    values.update(hflip=0.5, stroke_jitter=0.3, device="cpu", progress=False, save_every=0, seed=1)
+    return TrainConfig(**{**values, **kw})
+
+
+def test_a_run_on_device_batches_is_the_engine_s_run(tmp_path):
+    datasets = tiny_fgsbir()
+    ours = gpu_train.train_on_device(_tiny_config(tmp_path / "device"), datasets=datasets)
+    theirs = engine.train(_tiny_config(tmp_path / "engine"), datasets=datasets)
+    assert ours["done"] and ours["best"] == theirs["best"] and ours["best_step"] == theirs["best_step"]
+    a, b = (load_file(str(tmp_path / n / "model" / "model.safetensors")) for n in ("device", "engine"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(gpu_train.OutOfTime, match="budget ran out at step 0"):
+        gpu_train.train_on_device(
+            _tiny_config(tmp_path / "late"), datasets=datasets, deadline=time.monotonic() - 1
+        )
+
+
+def test_a_compact_export_has_the_original_rows_and_pixels_and_the_harness_reads_it(tmp_path):
+    original = load_fgsbir_pair("synthetic", num_photos=6, sketches_per_photo=2, image_size=40, seed=0)
+    folder = tmp_path / "data" / config.DATASET_FOLDERS["chairs_v1"]
+    info = compact_data.write_export(*original, folder, name="chairs_v1", source="test")
+    assert info["rows"]["sketches"] == {"train": 8, "test": 4} and info["bytes"] > 0
+    assert compact_data.verify_export(original, config.read_export(folder)) == 12 + 6
+    # A named dataset whose folder in the data folder holds an export is read from it.
+    ref = config.dataset_ref("chairs_v1", {"dataset_kwargs": {}}, str(tmp_path / "data"))
+    assert config.export_folder(ref) == folder and config.dataset_unavailable(ref) is None
+    got = cells.load_cell_data(ref, 1, 0.25)
+    want = carve_validation(*original, 0.25, 1)
+    for g, w, column in ((got[0], want[0], "sketch_id"), (got[1], want[1], "photo_id")):
+        assert list(g) == list(w) and all(list(g[s][column]) == list(w[s][column]) for s in w)
+    with pytest.raises(ValueError, match="cannot apply the reader arguments"):
+        cells.load_cell_data(dataclasses.replace(ref, kwargs={"line_width": 2}), 1, 0.25)
+    shuffled = config.read_export(folder)
+    shuffled[0]["train"] = shuffled[0]["train"].select(list(reversed(range(8))))
+    with pytest.raises(ValueError, match="sketch_id differs"):
+        compact_data.verify_export(original, shuffled)
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_unpack_merges_finished_cells_keeps_existing_ones_and_refuses_other_names(tmp_path):
+    bench = config.load_benchmark_config(SMOKE)
+    results = tmp_path / "results"
+    h = cells.Harness(bench, results, "accuracy_gpu_smoke", tmp_path / "runs", device="cpu")
+    ref = config.dataset_ref("synthetic", bench, None)
+    good = json.dumps(_fake_cell(h, ref, "triplet", 1)).encode()
+    kept = h.cell_path("synthetic", "triplet", 0)
+    kept.write_bytes(b"{}")
+    bundle = tmp_path / "bundle.tgz"
+    bundle.write_bytes(
+        _tar(
+            {
+                "accuracy_gpu_smoke/synthetic/triplet/seed1.json": good,
+                "accuracy_gpu_smoke/synthetic/triplet/seed0.json": good,
+                "accuracy_gpu_smoke/synthetic/dssa_full/seed0.json": b"{not json",
+                "../evil.json": good,
+                "train_throughput_gpu.json": b'{"device": "GPU: test"}',
+            }
+        )
+    )
+    h.cell_path("synthetic", "triplet", 1).unlink()
+    counts = gpu_prepare.merge_bundle(bundle, results, "accuracy_gpu_smoke", lambda line: None)
+    assert counts == {
+        "cell": 1,
+        "kept (a cell is there already)": 1,
+        "refused (not a finished cell)": 1,
+        "refused (unexpected name)": 1,
+        "benchmark": 1,
+    }
+    assert h.cell_path("synthetic", "triplet", 1).read_bytes() == good and kept.read_bytes() == b"{}"
+    assert not (tmp_path / "evil.json").exists() and not h.cell_path("synthetic", "dssa_full", 0).exists()
+    assert gpu_run.bench_done(results / "train_throughput_gpu.json")
+    call = {"call": "2026-01-01T00:00:00+00:00", "command": "c", "budget_s": 480, "cells": [], "summary": {}}
+    path = gpu_prepare.record_call(call, results, "accuracy_gpu_smoke")
+    gpu_prepare.record_call(call, results, "accuracy_gpu_smoke")
+    assert len(json.loads(path.read_text())) == 1 and "## 2026-01-01" in path.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+def test_the_smoke_run_writes_the_bundle_and_unpacks_into_tables(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_suite.py"), "--smoke", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "cells done: 6 of 8 (6 this call); cells left: 0" in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_call.json", "gpu_results.tar.gz", "gpu_suite.log"]
+    call = json.loads((out / "gpu_call.json").read_text())
+    assert [b["status"] for b in call["benchmarks"]] == ["ok", "ok", "ok"]
+    assert all(c["status"] == "done" for c in call["cells"]) and len(call["cells"]) == 6
+    with tarfile.open(out / "gpu_results.tar.gz") as tar:
+        names = tar.getnames()
+    assert {f"{b}_gpu.json" for b in ("train_throughput", "holef_closed_form", "search")} <= set(names)
+    assert sum(n.startswith("accuracy_gpu_smoke/synthetic/") for n in names) == 6
+
+    results = tmp_path / "results"
+    unpack = [
+        sys.executable,
+        str(BENCH / "gpu_suite.py"),
+        "--unpack",
+        str(out),
+        "--results-dir",
+        str(results),
+    ]
+    proc = subprocess.run(unpack, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for seed in (0, 1):
+        for method in ("triplet", "dssa_full", "pretrained_zero_shot"):
+            assert cells.read_cell(cells.cell_path(results, "accuracy_gpu_smoke", "synthetic", method, seed))
+    table = json.loads((results / "accuracy_gpu_smoke.json").read_text())
+    rows = {r["method"]: r for r in table["rows"]}
+    assert rows["dssa_full"]["seeds"] == [0, 1] and rows["clip_zero_shot"]["not_run"]
+    assert "synthetic/dssa_full/seed0" in (results / "accuracy_gpu_smoke_calls.md").read_text()
