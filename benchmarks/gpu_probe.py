@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 import torch
+from PIL import Image, features
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -24,6 +25,8 @@ def environment(device: str) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "cpu_count": os.cpu_count(),
         "device": device,
+        "pillow": Image.__version__,
+        "pillow_webp": features.check("webp"),  # the compact export's images are WebP
     }
     for name in ("timm", "datasets", "pytorch_metric_learning", "faiss"):
         try:

@@ -397,6 +397,10 @@ def run(suite: Suite, log) -> int:
     env = environment(suite.device)
     call.record["environment"] = env
     log(f"[gpu-suite] {json.dumps(env)}")
+    if not env["pillow_webp"]:
+        log(
+            "[gpu-suite] this Pillow cannot decode WebP: no cell of the compact export can run; carry a Pillow wheel"
+        )
     if suite.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
     call.write()
