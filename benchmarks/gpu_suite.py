@@ -134,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="default: cuda (cpu with --smoke)")
     p.add_argument("--compile", action="store_true", help="torch.compile the trained pair model")
     p.add_argument("--no-benchmarks", action="store_true", help="skip the speed benchmarks")
+    p.add_argument(
+        "--no-install", action="store_true", help="use this environment's packages, not .whl (a dry run here)"
+    )
     p.add_argument("--force", action="store_true", help="--prepare: export the datasets again")
     p.add_argument("--keep-work", action="store_true", help="--smoke: keep the temporary folder")
     return p
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     log.open(args.out / "gpu_suite.log")
     log(f"[gpu-suite] $ {command}")
-    if not args.smoke:
+    if not (args.smoke or args.no_install):
         install_wheels(log)
         commit_stamp(log)
     else:
