@@ -46,6 +46,30 @@ def register(subparsers) -> None:
         metavar="DIR",
         help="write the folder that would be uploaded to DIR; no network",
     )
+    s = p.add_argument_group(
+        "Space",
+        "--space publishes a Hugging Face Space instead: the model in model/, a gallery (--index and its photos) "
+        "and the search page of `fgsbir app` (app.py, requirements.txt), which runs as a Gradio Space.",
+    )
+    s.add_argument("--space", action="store_true", help="push the model with the search page as a Space")
+    s.add_argument(
+        "--index",
+        type=Path,
+        metavar="GALLERY.index",
+        help="gallery index built with the run's model (with --space)",
+    )
+    s.add_argument(
+        "--photos",
+        type=Path,
+        metavar="DIR",
+        help="the gallery's photos (default: the folder the index records)",
+    )
+    s.add_argument(
+        "--space-requirement",
+        metavar="SPEC",
+        help="the pip line of the Space's requirements.txt (default fgsbir-plugin[app]==<this version>), "
+        "e.g. a git+https:// URL of your fork",
+    )
     p.set_defaults(func=_push)
 
     d = subparsers.add_parser(
@@ -87,6 +111,18 @@ def _run(fn, **kwargs) -> str:
 
 
 def _push(args: argparse.Namespace) -> int:
+    space_only = {
+        "--index": args.index,
+        "--photos": args.photos,
+        "--space-requirement": args.space_requirement,
+    }
+    if args.space:
+        return _push_space(args)
+    given = [name for name, value in space_only.items() if value is not None]
+    if given:
+        raise CLIError(
+            f"{', '.join(given)} go with --space; add --space to publish the search page as a Space."
+        )
     from fgsbir_plugin.hub.model import push_model
 
     result = _run(
@@ -105,6 +141,36 @@ def _push(args: argparse.Namespace) -> int:
         print(f"wrote the folder for {args.repo_id} to {result} (nothing uploaded)")
     else:
         print(f"pushed {args.checkpoint} to {args.repo_id}: {result}")
+    return 0
+
+
+def _push_space(args: argparse.Namespace) -> int:
+    if args.index is None:
+        raise CLIError(
+            "--space needs --index GALLERY.index, the gallery the page searches: build one with `fgsbir index build "
+            "--checkpoint RUN --photos DIR --out GALLERY.index`."
+        )
+    from fgsbir_plugin.hub.space import push_space
+
+    result = _run(
+        push_space,
+        run=args.checkpoint,
+        repo_id=args.repo_id,
+        index=args.index,
+        photos=args.photos,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        overwrite=args.overwrite,
+        license=args.license,
+        dataset_repo_id=args.dataset_repo_id,
+        requirement=args.space_requirement,
+        dry_run=args.dry_run,
+    )
+    if args.dry_run is not None:
+        print(f"wrote the Space folder for {args.repo_id} to {result} (nothing uploaded)")
+    else:
+        print(f"pushed {args.checkpoint} and its search page to the Space {args.repo_id}: {result}")
     return 0
 
 

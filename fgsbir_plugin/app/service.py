@@ -27,7 +27,7 @@ from ..run_folder import RunFolder
 from ..runtime import resolve_device
 from ..search.index import GalleryIndex
 
-__all__ = ["SearchResult", "SearchService", "attention_overlay"]
+__all__ = ["SearchResult", "SearchService", "attention_overlay", "recorded_folder"]
 
 _OVERLAY_RED = (255, 0, 0)
 
@@ -131,7 +131,9 @@ class SearchService:
         index = Path(index)
         header = GalleryIndex.read_header(index)
         extra = header.get("extra", {})
-        checkpoint = checkpoint or _recorded(index, extra.get("checkpoint"), "checkpoint", "--checkpoint")
+        checkpoint = checkpoint or recorded_folder(
+            index, extra.get("checkpoint"), "checkpoint", "--checkpoint"
+        )
         dev = resolve_device(device)
         run, model_dir = RunFolder.resolve(checkpoint)
         model = load_model(model_dir, device=dev)
@@ -146,7 +148,7 @@ class SearchService:
             W = distance.weight_matrix().detach()
         gallery = GalleryIndex.load(index, expect={"model": model, "W": W})
         if photos_root is None and extra.get("photos_root"):
-            photos_root = _recorded(index, extra["photos_root"], "photo folder", "--photos")
+            photos_root = recorded_folder(index, extra["photos_root"], "photo folder", "--photos")
         return cls(model, gallery, photos_root, device=dev)
 
     # -- queries ----------------------------------------------------------------------------------
@@ -233,7 +235,7 @@ class SearchService:
         return attention_overlay(view, attention)
 
 
-def _recorded(index: Path, recorded: str | None, what: str, option: str) -> Path:
+def recorded_folder(index: Path, recorded: str | None, what: str, option: str) -> Path:
     """A folder an index header records: as written (from the working directory), else beside the index."""
     if not recorded:
         raise ValueError(f"{index} does not record the {what} it was built from; pass {option}.")

@@ -4,7 +4,7 @@ A pushed model loads back with ``import fgsbir_plugin; timm.create_model("hf-hub
 pretrained=True)``; a pushed dataset with ``datasets.load_dataset("org/name", "sketches")``.
 
 Modules: ``model`` (a run's model folder and its push), ``dataset`` (a converted dataset's folder
-and its push), ``model_card`` / ``dataset_card`` / ``card`` (the README.md of each), ``staging``
+and its push), ``space`` (a run's model, a gallery and the search page as a Space), ``model_card`` / ``dataset_card`` / ``card`` (the README.md of each), ``staging``
 (the local folder a push uploads, which ``--dry-run`` keeps), ``upload`` (the Hub API, the token,
 one sentence per failure), ``cli`` (the sub-commands).
 """
@@ -18,8 +18,10 @@ from .model_card import render_model_card
 from .upload import PublishError, validate_repo_id
 
 # The dataset side imports `datasets`, which is slow to import and which pushing a model does not
-# need; these names are imported on first use.
+# need, and the Space side imports faiss (the optional search extra); these names are imported on first use.
 _LAZY = {
+    "build_space_folder": "fgsbir_plugin.hub.space",
+    "push_space": "fgsbir_plugin.hub.space",
     "DATASET_CONFIGS": "fgsbir_plugin.hub.dataset",
     "build_dataset_folder": "fgsbir_plugin.hub.dataset",
     "push_dataset": "fgsbir_plugin.hub.dataset",

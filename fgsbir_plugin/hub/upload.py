@@ -150,11 +150,15 @@ def upload_folder(
     ``marker`` is a file whose presence means the repo already holds a published artefact, which
     is only replaced when ``overwrite`` is set. ``api`` is an ``huggingface_hub.HfApi``-like object.
     """
-    kind = "dataset" if repo_type == "dataset" else "model"
+    kind = repo_type if repo_type in ("dataset", "space") else "model"
+    # The Hub asks which SDK runs a new Space; the search page is a Gradio app.
+    space_args = {"space_sdk": "gradio"} if repo_type == "space" else {}
     api = api or huggingface_hub.HfApi(token=token, library_name="fgsbir-plugin", library_version=__version__)
     action = "creating the repo"
     try:
-        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, token=token)
+        api.create_repo(
+            repo_id, repo_type=repo_type, private=private, exist_ok=True, token=token, **space_args
+        )
         action = "reading the repo"
         if private and not api.repo_info(repo_id, repo_type=repo_type, token=token).private:
             raise PublishError(
