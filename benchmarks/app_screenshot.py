@@ -128,6 +128,21 @@ def status_text(page) -> str:
     return page.locator("#status").inner_text()
 
 
+def wait_until_settled(page, quiet_s: float = 2.0, timeout_s: float = 60.0) -> str:
+    """Wait until the status (which names each answer's time) stays the same for ``quiet_s``: no search
+    is running or waiting. Returns the status."""
+    deadline = time.monotonic() + timeout_s
+    last, since = status_text(page), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = status_text(page)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return now
+    raise TimeoutError(f"the page kept changing for {timeout_s:.0f} s; last status: {last!r}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS / "app_screenshot.png")
@@ -150,10 +165,10 @@ def main(argv=None) -> int:
             select_brush(page)
             draw_strokes(page)
             page.wait_for_function(
-                "() => document.querySelector('#status')?.innerText.includes('after 6 strokes') "
-                "|| document.querySelector('#status')?.innerText.includes('reached the top')",
+                "() => /after 6 strokes|reached the top after/.test(document.querySelector('#status')?.innerText)",
                 timeout=60_000,
             )
+            wait_until_settled(page)
             wait_for_results(page, 5)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(args.out), full_page=True)

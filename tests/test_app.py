@@ -161,6 +161,15 @@ def test_strokes_tally_records_the_first_stroke_count_with_the_target_on_top():
     assert "reached the top after 1 strokes" in status
 
 
+def test_a_demo_sketch_on_the_canvas_counts_no_strokes():
+    logic = PageLogic(RankedService([["t", "a"], ["t", "a"]]))
+    status, _, _, state = logic.on_canvas({"composite": _sketch()}, 2, "t", 0, None)
+    assert status.endswith("Target `t` is at rank 1; draw to count the strokes it takes to reach the top.")
+    assert state["reached_at"] is None
+    status, *_ = logic.on_canvas({"composite": _sketch()}, 2, "t", 1, state)
+    assert "reached the top after 1 strokes" in status
+
+
 def test_clicking_a_result_makes_it_the_target():
     logic = PageLogic(RankedService([["a", "b", "t"]]))
     _, _, _, state = logic.on_canvas({"composite": _sketch()}, 2, None, 1, None)

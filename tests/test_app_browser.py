@@ -83,8 +83,8 @@ def test_drawing_in_chromium_shows_photos_attention_and_the_strokes_tally(chromi
             "() => /after 3 strokes|reached the top after/.test(document.querySelector('#status')?.innerText)",
             timeout=60_000,
         )
+        status = drive.wait_until_settled(page)
         drive.wait_for_results(page, 4)
-        status = drive.status_text(page)
         assert f"Target {target} " in status and "closest of 20 photos" in status
         assert 1 <= int(re.search(r"after (\d+) strokes", status).group(1)) <= 3
         assert page.locator("#results img").count() == 4

@@ -32,7 +32,7 @@ def test_unknown_attribute_is_an_attribute_error():
 def test_every_area_registers_its_commands():
     parser = cli.build_parser()
     commands = set(parser._subparsers._group_actions[0].choices)
-    assert commands == {"train", "eval", "embed", "demo", "index", "search", "push", "push-dataset"}
+    assert commands == {"train", "eval", "embed", "demo", "index", "search", "push", "push-dataset", "app"}
 
 
 def test_python_dash_m_runs_the_cli():

@@ -4,12 +4,13 @@
 handler returns plain values: a status text (Markdown), the sketch as the model sees it (with its
 attention), the result tiles ``(image, caption)``, and the session state (a dict).
 
-Strokes tally: the browser counts the canvas edits (each stroke, undo or erase is one) since the
-canvas was last cleared, and sends the count with the sketch. When a target photo is chosen (a click
-on a result, or a demo sketch, whose photo the synthetic set names), the tally records the count at
-the first search that ranked the target first. Searches are debounced while drawing (a search
-that would start while one runs is replaced by the newest), so an intermediate canvas may never be
-searched: the count is the edits the sketch had when a search first showed the target at the top.
+Strokes tally: the browser counts the strokes since the canvas was last cleared (one per
+press-and-release of the pointer on the canvas: a brush stroke or an eraser stroke) and sends the
+count with the sketch. When a target photo is chosen (a click on a result, or a demo sketch, whose
+photo the synthetic set names), the tally records the count at the first search that ranked the
+target first. Searches are debounced while drawing (a search that would start while one runs is
+replaced by the newest), so an intermediate canvas may never be searched: the count is the strokes
+the sketch had when a search first showed the target at the top.
 """
 
 from __future__ import annotations
@@ -168,6 +169,10 @@ class PageLogic:
         rank = ranked.index(target) + 1 if target in ranked else None
         if strokes is None:
             return f"Target `{target}` is at rank {rank} for this sketch (strokes are counted on the canvas)."
+        if strokes == 0:  # a demo sketch put on the canvas: nothing drawn yet to count
+            return (
+                f"Target `{target}` is at rank {rank}; draw to count the strokes it takes to reach the top."
+            )
         if rank == 1 and state.get("reached_at") is None:
             state["reached_at"] = strokes
         reached = state.get("reached_at")

@@ -7,7 +7,9 @@ each with the model's attention over it. Below: demo sketches (synthetic) when t
 Events: every canvas edit searches the canvas (debounced: while a search runs, only the newest
 waiting edit is searched next) with the number of strokes drawn since the canvas was last cleared,
 which the browser counts (one per press-and-release of the pointer on the canvas, read when the
-search is sent, so the count and the canvas sent with it agree); an upload searches
+search is sent: while strokes follow each other faster than the editor exports the drawing, the
+count can run one stroke ahead of the canvas sent with it; the search after the last stroke sends
+both complete); an upload searches
 the file's bytes; a click on a photo makes it the target; a click on a demo sketch puts it on the
 canvas with its photo as the target. The named endpoint ``search`` (``api_name="search"``) takes a
 sketch image file and ``k`` and returns the ranked photo ids with their distances; the page's own
@@ -149,8 +151,10 @@ def _wire(gr, logic: PageLogic, c: SimpleNamespace) -> None:
         "outputs": outs,
     }
 
-    c.canvas.input(**search_canvas, js=_READ_STROKES_JS, trigger_mode="always_last", **private)
-    c.canvas.clear(None, js=_RESET_STROKES_JS).then(**search_canvas, **private)
+    # `change`, not `input`: the editor exports the drawn image after `input` fires, and only `change`
+    # carries the canvas with the stroke just drawn.
+    c.canvas.change(**search_canvas, js=_READ_STROKES_JS, trigger_mode="always_last", **private)
+    c.canvas.clear(None, js=_RESET_STROKES_JS)
     c.upload.change(logic.on_upload, [c.upload, c.k, c.target, c.state], outs, **private)
 
     def refresh(editor_value, data, k, target, strokes, state):
@@ -175,9 +179,9 @@ def _wire(gr, logic: PageLogic, c: SimpleNamespace) -> None:
             canvas = {"background": sketch, "layers": [], "composite": sketch}
             return canvas, photo_id, status, view, tiles, new_state
 
-        c.demos.select(demo, [c.k, c.state], [c.canvas, c.target, *outs], **private).then(
-            None, js=_RESET_STROKES_JS
-        )
+        # The count restarts before the demo sketch reaches the canvas, whose change then searches it.
+        reset_then_pass = "(k, state) => { window.fgsbirStrokes = 0; return [k, state]; }"
+        c.demos.select(demo, [c.k, c.state], [c.canvas, c.target, *outs], js=reset_then_pass, **private)
 
     def api_search(sketch, k):
         try:
