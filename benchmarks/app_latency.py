@@ -130,7 +130,7 @@ def _free_port() -> int:
 
 def time_api(service: SearchService, queries: list[Image.Image], calls: int) -> dict[str, float]:
     """The ``search`` endpoint through gradio_client on 127.0.0.1, one PNG upload per call (one round)."""
-    from gradio_client import Client, handle_file
+    from gradio_client import Client, handle_file  # optional (the app extra): only this row needs it
 
     page = launch_page(build_page(service), port=_free_port(), block=False)
     try:

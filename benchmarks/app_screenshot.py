@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from fgsbir_plugin.app import create_page, launch_page
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # Without these, Chromium on a machine with no internet waits on refused connections (updates, sync).
@@ -151,8 +153,6 @@ def main(argv=None) -> int:
     executable = chromium_path()
     if executable is None:
         parser.error("Chromium not found: apt-get install -y chromium (or set FGSBIR_CHROMIUM).")
-    from fgsbir_plugin.app import create_page, launch_page
-
     port = free_port()
     page_app = launch_page(create_page(cache_dir=args.cache_dir, k=5), port=port, block=False)
     try:

@@ -15,6 +15,7 @@ from _app_fixtures import TINY_DSSA, png_bytes, tiny_dssa, write_gallery
 from _train_fixtures import tiny_fgsbir
 from PIL import Image, ImageDraw
 
+import fgsbir_plugin.app as app_pkg
 from fgsbir_cli import app as app_cli
 from fgsbir_cli import main
 from fgsbir_plugin.app import (
@@ -35,6 +36,7 @@ from fgsbir_plugin.train.demo import DemoSettings
 gradio = pytest.importorskip(
     "gradio", reason="the app extra is not installed: pip install 'fgsbir-plugin[app]'"
 )
+gradio_client = pytest.importorskip("gradio_client", reason="gradio_client comes with the app extra's gradio")
 
 
 @pytest.fixture(scope="module")
@@ -267,13 +269,11 @@ def test_server_binds_to_localhost_by_default(served):
 
 
 def test_search_endpoint_through_gradio_client(served, service, gallery, tmp_path):
-    from gradio_client import Client, handle_file
-
-    client = Client(served.local_url, verbose=False)
+    client = gradio_client.Client(served.local_url, verbose=False)
     assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/search"}
     sketch = gallery.examples[2][0]
     sketch.save(tmp_path / "s.png")
-    out = client.predict(handle_file(str(tmp_path / "s.png")), 4, api_name="/search")
+    out = client.predict(gradio_client.handle_file(str(tmp_path / "s.png")), 4, api_name="/search")
     expected = service.search(sketch, 4)
     assert out["metric"] == "holef"
     assert [r["photo_id"] for r in out["results"]] == expected.ids
@@ -282,15 +282,13 @@ def test_search_endpoint_through_gradio_client(served, service, gallery, tmp_pat
 
 
 def test_search_endpoint_refuses_a_bomb_with_a_sentence_and_keeps_serving(served, tmp_path, monkeypatch):
-    from gradio_client import Client, handle_file
-
-    client = Client(served.local_url, verbose=False)
+    client = gradio_client.Client(served.local_url, verbose=False)
     (tmp_path / "big.png").write_bytes(png_bytes(_sketch(64)))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1500)  # the server runs in this process
     with pytest.raises(Exception, match="decompression bomb|more than the 1,500"):
-        client.predict(handle_file(str(tmp_path / "big.png")), 3, api_name="/search")
+        client.predict(gradio_client.handle_file(str(tmp_path / "big.png")), 3, api_name="/search")
     monkeypatch.undo()
-    out = client.predict(handle_file(str(tmp_path / "big.png")), 3, api_name="/search")
+    out = client.predict(gradio_client.handle_file(str(tmp_path / "big.png")), 3, api_name="/search")
     assert len(out["results"]) == 3
 
 
@@ -336,8 +334,6 @@ def test_cli_refuses_checkpoint_without_index_and_bad_ports(tmp_path, capsys):
 
 
 def test_cli_serves_the_given_index(gallery, monkeypatch):
-    import fgsbir_plugin.app as app_pkg
-
     launched = {}
     monkeypatch.setattr(app_pkg, "launch_page", lambda page, **kw: launched.update(page=page, **kw))
     assert main(["app", "--index", str(gallery.index), "--port", "7999", "--device", "cpu"]) == 0

@@ -21,6 +21,8 @@ import pytest
 from _app_fixtures import write_gallery
 from PIL import Image
 
+from fgsbir_plugin.app import SearchService, build_page, launch_page
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 pytestmark = pytest.mark.slow  # Chromium's start and the canvas strokes take about 15 s on 2 CPU cores
@@ -51,8 +53,6 @@ def chromium():
 
 @pytest.fixture
 def served(tmp_path):
-    from fgsbir_plugin.app import SearchService, build_page, launch_page
-
     index, examples = write_gallery(tmp_path / "gallery")
     service = SearchService.from_files(index, device="cpu")
     page = launch_page(build_page(service, examples=examples[:4], k=4), port=drive.free_port(), block=False)

@@ -12,7 +12,7 @@ import yaml
 from _app_fixtures import png_bytes, tiny_dssa, write_gallery
 
 from fgsbir_cli import main
-from fgsbir_plugin.app import SearchService
+from fgsbir_plugin.app import PageLogic, SearchService
 from fgsbir_plugin.hub.space import APP_PY, build_space_folder, default_requirement, push_space
 
 pytest.importorskip("gradio", reason="the app extra is not installed: pip install 'fgsbir-plugin[app]'")
@@ -132,8 +132,6 @@ def test_space_arguments_go_together(run_and_gallery, tmp_path, capsys):
 
 
 def test_space_page_searches_an_upload(run_and_gallery, tmp_path):
-    from fgsbir_plugin.app import PageLogic
-
     run, index, examples = run_and_gallery
     out = build_space_folder(run, tmp_path / "space", repo_id=REPO, index=index)
     service = SearchService.from_files(
