@@ -369,3 +369,19 @@ def test_pretrained_without_weights_is_an_error(name):
     """`.untrained` tags advertise no weights: pretrained=True must fail, never fall back to random init."""
     with pytest.raises(RuntimeError, match="No pretrained weights exist"):
         timm.create_model(name, pretrained=True)
+
+
+def test_a_model_folder_keeps_its_data_config_with_another_backbone(tmp_path):
+    model = _create("dssa", backbone="test_resnet", attention_chs=8, hidden_dim=16)
+    cfg = dict(model.pretrained_cfg)
+    cfg.update(input_size=(3, 96, 96), mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6))
+    model.pretrained_cfg = cfg
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    for key in ("input_size", "mean", "std"):
+        assert tuple(loaded.pretrained_cfg[key]) == tuple(cfg[key]), key
+    assert tuple(timm.create_model("dssa", backbone="test_resnet").pretrained_cfg["input_size"]) != (
+        3,
+        96,
+        96,
+    )

@@ -339,11 +339,13 @@ def _create_dssa(variant: str, model_args: dict[str, Any], pretrained: bool = Fa
     """Build ``variant`` from its ``model_args`` under the caller's ``kwargs`` (``backbone_kwargs`` merge by key).
 
     The variant's cfg holds the data config of its own backbone; another ``backbone=`` brings its own data
-    config (``pretrained_cfg_overlay`` entries still win).
+    config (``pretrained_cfg_overlay`` entries still win), unless an explicit ``pretrained_cfg`` is given:
+    timm passes the one recorded in ``config.json`` when it loads a ``local-dir:``/``hf-hub:`` model, and
+    that one (the trained input size, mean and std) must survive the reload.
     """
     backbone_kwargs = {**model_args.get("backbone_kwargs", {}), **(kwargs.pop("backbone_kwargs", None) or {})}
     kwargs = dict(model_args, **kwargs, backbone_kwargs=backbone_kwargs or None)
-    if kwargs["backbone"] != model_args["backbone"]:
+    if kwargs["backbone"] != model_args["backbone"] and not kwargs.get("pretrained_cfg"):
         overlay = backbone_cfg_overlay(kwargs["backbone"])
         kwargs["pretrained_cfg_overlay"] = dict(overlay, **(kwargs.get("pretrained_cfg_overlay") or {}))
     feature_cfg = dict(feature_cls="getter")
