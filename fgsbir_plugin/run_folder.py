@@ -149,7 +149,7 @@ class RunFolder:
         return data
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self, create: bool = True) -> Iterator[None]:
         """Hold the folder's lock for the body: one training process writes a run folder at a time.
 
         The lock is an advisory ``flock`` on ``.lock``, which the kernel releases when its process
@@ -157,11 +157,12 @@ class RunFolder:
         ``--resume`` takes it over; there is no stale-lock guessing. The file records the holder's
         host and pid, for the error message only. Raises :class:`RunLocked` (a one-sentence message)
         when a live process holds it. Where ``fcntl`` does not exist (Windows) there is no lock.
+        With ``create=False`` a missing folder is not created and there is nothing to lock.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:
+        if fcntl is None or (not create and not self.path.is_dir()):
             yield
             return
+        self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:

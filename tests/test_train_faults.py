@@ -109,6 +109,14 @@ def test_a_second_training_into_a_held_folder_is_refused(tmp_path, fgsbir, tiny)
     train(_cfg(run.path, epochs=1), datasets=tiny)  # released: the folder is usable
 
 
+def test_a_refused_start_leaves_no_folder(tmp_path, tiny):
+    with pytest.raises(ValueError, match="lr = -1"):
+        train(_cfg(tmp_path / "bad", lr=-1), datasets=tiny)
+    with pytest.raises(FileNotFoundError, match="no run to resume"):
+        train(TrainConfig(out=str(tmp_path / "nothing"), resume=True), datasets=tiny)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "nothing").exists()
+
+
 # -- divergence ---------------------------------------------------------------------------------------
 
 

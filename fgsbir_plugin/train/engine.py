@@ -36,11 +36,11 @@ def train(cfg: TrainConfig, datasets=None, model: torch.nn.Module | None = None)
             a state dict (``RunFolder.INJECTED_MODEL_FILE``) instead of ``model/``; on ``resume``
             pass a freshly built model of the same architecture.
     """
-    if not cfg.out:
-        cfg.validate()  # the one-sentence error for a missing --out
+    cfg.validate()  # before the lock creates the folder: a bad option leaves nothing behind
     # One training process per run folder: the main process holds the folder's lock until the run ends
     # (a killed run's lock dies with it, so --resume takes it over).
-    lock = RunFolder(Path(cfg.out)).lock() if ddp.dist_info().rank == 0 else contextlib.nullcontext()
+    run = RunFolder(Path(cfg.out))
+    lock = run.lock(create=not cfg.resume) if ddp.dist_info().rank == 0 else contextlib.nullcontext()
     with lock:
         return _train(cfg, datasets, model)
 
