@@ -8,8 +8,8 @@ same session (``start_session``: model, loss, optimiser, sampler, validation), k
 image decoded once as uint8 ``[N, C, L, L]`` on the device (:class:`DeviceImages`, shared by the runs of
 one process), and makes each batch there (:class:`DeviceBatches`): the same sampler batches and, for
 each sample, the same random draws from the same per-sample generator as ``PairDataset``, so the pixels
-of every batch equal the engine's (``tests/test_gpu_suite.py`` checks this on the CPU). The steps,
-validation, model selection and early stopping are the engine's own functions.
+of every batch equal the engine's (``tests/test_gpu_suite.py`` checks this on the CPU). The epochs are
+the engine's own (``engine.run_session``), fed with these batches.
 
 Two differences from ``engine.train``, neither changing what is computed: no resumable ``state/`` is
 written (a cell that does not finish in its call is run again from the start in the next, on a fresh
@@ -18,11 +18,9 @@ machine), and a ``deadline`` stops the run between two steps with :class:`OutOfT
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import time
 from collections import OrderedDict
 from typing import Any
@@ -30,23 +28,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-# Private names among these (the transforms' mean/std shaping; the loop's learning-rate step, log record
-# and throughput meter; the engine's summary with its "end" record) are the engine's own pieces, so that
-# a run here is the engine's run but for where its batches come from.
+# _channel_stats (private) is the transforms' own mean/std shaping, so the device batches normalise as
+# the engine's do.
 from fgsbir_plugin.data.sampling import pair_index
 from fgsbir_plugin.data.transforms import ImageTable, _channel_stats, load_size_for, sample_generator
 from fgsbir_plugin.embedding import model_input_spec
 from fgsbir_plugin.train import engine
-from fgsbir_plugin.train.engine import _finish
-from fgsbir_plugin.train.loop import (
-    _log_step,
-    _optimizer_step,
-    _Throughput,
-    end_of_epoch,
-    progress_bar,
-    train_step,
-    validate_and_keep_best,
-)
 from fgsbir_plugin.train.session import TrainSession, start_session
 
 
@@ -178,39 +165,19 @@ def _device_pipeline(s: TrainSession) -> DeviceBatches:
     return DeviceBatches(sketches.device_tensor, photos.device_tensor, s2p, spec, s.cfg)
 
 
-def _train_epoch(s: TrainSession, batches: DeviceBatches, bar, meter, deadline: float | None) -> str | None:
-    """``loop.train_one_epoch`` (one micro-batch a step) with the batches from ``batches`` and no state saved;
-    :class:`OutOfTime` at ``deadline``."""
-    cfg, progress = s.cfg, s.progress
-    epoch = progress["epoch"]
-    for indices in s.sampler.epoch_batches(epoch)[progress["batch_in_epoch"] :]:
-        if progress["batch_in_epoch"] >= s.batches_per_epoch:
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            raise OutOfTime(
-                f"{s.run.path}: the budget ran out at step {progress['step']} of {s.total_steps}."
-            )
-        value = train_step(s, *batches.batch(epoch, indices), contextlib.nullcontext())
-        if not math.isfinite(value):
-            raise RuntimeError(
-                f"{s.run.path}: the loss is {value} at step {progress['step']}; the run diverged."
-            )
-        progress["batch_in_epoch"] += 1
-        s.running_loss = value if s.running_loss is None else 0.9 * s.running_loss + 0.1 * value
-        _optimizer_step(s)
-        meter.steps += 1
-        bar.update(1)
-        if progress["step"] % cfg.log_every == 0 or progress["step"] == s.total_steps:
-            _log_step(s, epoch, value, meter, bar)
-        last = progress["step"] >= s.total_steps
-        if cfg.eval_every is not None and (progress["step"] % cfg.eval_every == 0 or last):
-            if validate_and_keep_best(s, epoch, bar):
-                return "early"
-        if last:
-            break
-        if cfg.stop_after_steps is not None and progress["step"] >= cfg.stop_after_steps:
-            return "stopped"
-    return None
+def _epoch_batches(s: TrainSession, batches: DeviceBatches, deadline: float | None):
+    """``epoch -> the epoch's batches`` from the session's position, made on the device; :class:`OutOfTime`
+    before a batch once ``deadline`` has passed."""
+
+    def epoch_batches(epoch: int):
+        for indices in s.sampler.epoch_batches(epoch)[s.progress["batch_in_epoch"] :]:
+            if deadline is not None and time.monotonic() > deadline:
+                raise OutOfTime(
+                    f"{s.run.path}: the budget ran out at step {s.progress['step']} of {s.total_steps}."
+                )
+            yield batches.batch(epoch, indices)
+
+    return epoch_batches
 
 
 def train_on_device(
@@ -234,21 +201,4 @@ def train_on_device(
     batches = _device_pipeline(s)
     if compile:
         s.net = torch.compile(s.net)
-    bar = progress_bar(s)
-    meter = _Throughput(2 * s.cfg.batch_size)
-    stopped = False
-    s.set_train_mode(True)
-    try:
-        while not s.progress["done"]:
-            epoch = s.progress["epoch"]
-            status = _train_epoch(s, batches, bar, meter, deadline)
-            if status == "stopped":
-                stopped = True
-                break
-            end_of_training = s.progress["step"] >= s.total_steps
-            if end_of_epoch(s, epoch, bar) or status == "early" or end_of_training:
-                s.progress["done"] = True
-    finally:
-        bar.close()
-        s.log.close()
-    return _finish(s, stopped)
+    return engine.run_session(s, _epoch_batches(s, batches, deadline), save=False)

@@ -9,6 +9,7 @@ folder's layout is :class:`~fgsbir_plugin.run_folder.RunFolder`'s.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from .config import TrainConfig
 from .loop import _Throughput, end_of_epoch, progress_bar, save_state, train_one_epoch
 from .session import TrainSession, start_session
 
-__all__ = ["train"]
+__all__ = ["train", "run_session"]
 
 
 def train(cfg: TrainConfig, datasets=None, model: torch.nn.Module | None = None) -> dict[str, Any]:
@@ -42,11 +43,18 @@ def train(cfg: TrainConfig, datasets=None, model: torch.nn.Module | None = None)
     run = RunFolder(Path(cfg.out))
     lock = run.lock(create=not cfg.resume) if ddp.dist_info().rank == 0 else contextlib.nullcontext()
     with lock:
-        return _train(cfg, datasets, model)
+        return run_session(start_session(cfg, datasets, model))
 
 
-def _train(cfg: TrainConfig, datasets, model: torch.nn.Module | None) -> dict[str, Any]:
-    s = start_session(cfg, datasets, model)
+def run_session(
+    s: TrainSession, epoch_batches: Callable[[int], Iterable] | None = None, save: bool = True
+) -> dict[str, Any]:
+    """The epochs of a set-up session (:func:`~.session.start_session`) to the end of training; the summary.
+
+    ``epoch_batches(epoch)`` yields the ``(sketch, photo, labels)`` batches of ``epoch`` from the session's
+    position in it (default: the session's DataLoader); ``save=False`` writes no resumable state (the
+    best model is still kept).
+    """
     bar = progress_bar(s)
     meter = _Throughput(2 * s.cfg.batch_size * s.cfg.grad_accum * s.info.world_size)
     stopped = False
@@ -54,15 +62,16 @@ def _train(cfg: TrainConfig, datasets, model: torch.nn.Module | None) -> dict[st
     try:
         while not s.progress["done"]:
             epoch = s.progress["epoch"]
-            status = train_one_epoch(s, bar, meter)
+            status = train_one_epoch(s, bar, meter, epoch_batches, save)
             if status == "stopped":
                 stopped = True
-                save_state(s)
+                if save:
+                    save_state(s)
                 break
             end_of_training = s.progress["step"] >= s.total_steps
             if end_of_epoch(s, epoch, bar) or status == "early" or end_of_training:
                 s.progress["done"] = True
-            if s.cfg.eval_every is None or s.progress["done"]:
+            if save and (s.cfg.eval_every is None or s.progress["done"]):
                 save_state(s)
     finally:
         bar.close()

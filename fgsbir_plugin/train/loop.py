@@ -150,17 +150,22 @@ def _log_step(s: TrainSession, epoch: int, value: float, meter: _Throughput, bar
     )
 
 
-def train_one_epoch(s: TrainSession, bar, meter: _Throughput) -> str | None:
+def train_one_epoch(
+    s: TrainSession, bar, meter: _Throughput, epoch_batches=None, save: bool = True
+) -> str | None:
     """Run the rest of the current epoch; ``"stopped"`` at ``stop_after_steps``, ``"early"`` when a
     validation every ``eval_every`` steps calls for early stopping, else None.
 
-    Returns at the end of the epoch, at the last step of training, or at the requested stop; the
-    resumable state is saved every ``save_every`` steps and after each ``eval_every`` validation.
+    Returns at the end of the epoch, at the last step of training, or at the requested stop; with
+    ``save``, the resumable state is saved every ``save_every`` steps and after each ``eval_every``
+    validation. ``epoch_batches(epoch)`` yields the epoch's ``(sketch, photo, labels)`` batches from
+    the session's position (default: :func:`make_loader`).
     """
     cfg, progress = s.cfg, s.progress
     epoch = progress["epoch"]
     micro = 0
-    for sketch, photo, labels in make_loader(s, epoch):
+    batches = make_loader(s, epoch) if epoch_batches is None else epoch_batches(epoch)
+    for sketch, photo, labels in batches:
         if progress["batch_in_epoch"] >= s.batches_per_epoch:
             break
         micro += 1
@@ -184,13 +189,13 @@ def train_one_epoch(s: TrainSession, bar, meter: _Throughput) -> str | None:
         if cfg.eval_every is not None and (progress["step"] % cfg.eval_every == 0 or last):
             if validate_and_keep_best(s, epoch, bar):
                 return "early"
-            if not last:
+            if save and not last:
                 save_state(s)
         if last:
             break
         if cfg.stop_after_steps is not None and progress["step"] >= cfg.stop_after_steps:
             return "stopped"
-        if cfg.save_every and progress["step"] % cfg.save_every == 0:
+        if save and cfg.save_every and progress["step"] % cfg.save_every == 0:
             save_state(s)
     return None
 
