@@ -15,6 +15,25 @@ __all__ = ["register"]
 _TOKEN_HELP = "The token comes from HF_TOKEN or `hf auth login` and is never printed."
 
 
+def _add_publish_options(p: argparse.ArgumentParser, what: str, repo_help: str) -> None:
+    """The options of every push (read back by :func:`_publish_args`); ``what`` is "weights" or "data"."""
+    p.add_argument("--repo-id", required=True, metavar="ORG/NAME", help=repo_help)
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument(
+        "--revision", metavar="BRANCH", help="branch to push to (created if missing; default main)"
+    )
+    p.add_argument("--commit-message", metavar="TEXT", help="commit message on the Hub")
+    p.add_argument("--license", default="other", help=f"licence of the {what} in the card (default: other)")
+    thing = "model" if what == "weights" else "dataset"
+    p.add_argument("--overwrite", action="store_true", help=f"push over a {thing} already in the repo")
+    p.add_argument(
+        "--dry-run",
+        type=Path,
+        metavar="DIR",
+        help="write the folder that would be uploaded to DIR; no network",
+    )
+
+
 def register(subparsers) -> None:
     """Add the ``push`` and ``push-dataset`` sub-commands to the ``fgsbir`` parser."""
     p = subparsers.add_parser(
@@ -29,22 +48,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--checkpoint", required=True, type=Path, metavar="RUN", help="run folder written by `fgsbir train`"
     )
-    p.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="Hub repo to publish to")
-    p.add_argument("--private", action="store_true", help="create the repo as private")
-    p.add_argument(
-        "--revision", metavar="BRANCH", help="branch to push to (created if missing; default main)"
-    )
-    p.add_argument("--commit-message", metavar="TEXT", help="commit message on the Hub")
-    p.add_argument("--license", default="other", help="licence of the weights in the card (default: other)")
+    _add_publish_options(p, "weights", "Hub repo to publish to")
     p.add_argument(
         "--dataset-repo-id", metavar="ORG/NAME", help="Hub dataset the model was trained on, for the card"
-    )
-    p.add_argument("--overwrite", action="store_true", help="push over a model already in the repo")
-    p.add_argument(
-        "--dry-run",
-        type=Path,
-        metavar="DIR",
-        help="write the folder that would be uploaded to DIR; no network",
     )
     s = p.add_argument_group(
         "Space",
@@ -83,21 +89,8 @@ def register(subparsers) -> None:
     )
     d.add_argument("--data", required=True, metavar="NAME", help="dataset name or folder, as for load_fgsbir")
     d.add_argument("--data-dir", type=Path, metavar="DIR", help="folder holding the original dataset files")
-    d.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="Hub dataset repo to publish to")
-    d.add_argument("--private", action="store_true", help="create the repo as private")
-    d.add_argument(
-        "--revision", metavar="BRANCH", help="branch to push to (created if missing; default main)"
-    )
-    d.add_argument("--commit-message", metavar="TEXT", help="commit message on the Hub")
-    d.add_argument("--license", default="other", help="licence of the data in the card (default: other)")
+    _add_publish_options(d, "data", "Hub dataset repo to publish to")
     d.add_argument("--source", metavar="TEXT", help="where the original data comes from, for the card")
-    d.add_argument("--overwrite", action="store_true", help="push over a dataset already in the repo")
-    d.add_argument(
-        "--dry-run",
-        type=Path,
-        metavar="DIR",
-        help="write the folder that would be uploaded to DIR; no network",
-    )
     d.set_defaults(func=_push_dataset)
 
 
@@ -108,6 +101,12 @@ def _run(fn, **kwargs) -> str:
         return fn(**kwargs)
     except (PublishError, FileExistsError, TypeError) as err:
         raise CLIError(str(err)) from None
+
+
+def _publish_args(args: argparse.Namespace) -> dict:
+    """The options every push takes: where it goes and how the upload is made."""
+    keys = ("repo_id", "private", "revision", "commit_message", "overwrite", "license", "dry_run")
+    return {k: getattr(args, k) for k in keys}
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -126,16 +125,7 @@ def _push(args: argparse.Namespace) -> int:
     from fgsbir_plugin.hub.model import push_model
 
     result = _run(
-        push_model,
-        run=args.checkpoint,
-        repo_id=args.repo_id,
-        private=args.private,
-        revision=args.revision,
-        commit_message=args.commit_message,
-        overwrite=args.overwrite,
-        license=args.license,
-        dataset_repo_id=args.dataset_repo_id,
-        dry_run=args.dry_run,
+        push_model, run=args.checkpoint, dataset_repo_id=args.dataset_repo_id, **_publish_args(args)
     )
     if args.dry_run is not None:
         print(f"wrote the folder for {args.repo_id} to {result} (nothing uploaded)")
@@ -155,17 +145,11 @@ def _push_space(args: argparse.Namespace) -> int:
     result = _run(
         push_space,
         run=args.checkpoint,
-        repo_id=args.repo_id,
         index=args.index,
         photos=args.photos,
-        private=args.private,
-        revision=args.revision,
-        commit_message=args.commit_message,
-        overwrite=args.overwrite,
-        license=args.license,
         dataset_repo_id=args.dataset_repo_id,
         requirement=args.space_requirement,
-        dry_run=args.dry_run,
+        **_publish_args(args),
     )
     if args.dry_run is not None:
         print(f"wrote the Space folder for {args.repo_id} to {result} (nothing uploaded)")
@@ -178,17 +162,7 @@ def _push_dataset(args: argparse.Namespace) -> int:
     from fgsbir_plugin.hub.dataset import push_dataset
 
     result = _run(
-        push_dataset,
-        name=args.data,
-        repo_id=args.repo_id,
-        data_dir=args.data_dir,
-        private=args.private,
-        revision=args.revision,
-        commit_message=args.commit_message,
-        overwrite=args.overwrite,
-        license=args.license,
-        source=args.source,
-        dry_run=args.dry_run,
+        push_dataset, name=args.data, data_dir=args.data_dir, source=args.source, **_publish_args(args)
     )
     if args.dry_run is not None:
         print(f"wrote the dataset folder for {args.repo_id} to {result} (nothing uploaded)")
