@@ -9,6 +9,7 @@ from datasets import Dataset, DatasetDict
 from PIL import Image, ImageDraw
 
 from fgsbir_plugin.data.schema import PHOTO_FEATURES, SKETCH_FEATURES
+from fgsbir_plugin.train.config import TrainConfig
 
 SIZE = 32
 
@@ -66,3 +67,21 @@ def tiny_fgsbir(
 
 def tiny_model() -> torch.nn.Module:
     return timm.create_model("test_resnet", num_classes=0)
+
+
+def tiny_config(out, **overrides) -> TrainConfig:
+    """A training run on ``tiny_fgsbir`` with the ``test_resnet`` trunk at 28 px: 6 steps an epoch, 2 epochs."""
+    base = dict(
+        data="tiny",
+        out=str(out),
+        model="test_resnet",
+        image_size=28,
+        batch_size=4,
+        epochs=2,
+        lr=1e-3,
+        progress=False,
+        log_every=1,
+        save_every=3,
+    )
+    base.update(overrides)
+    return TrainConfig(**base)

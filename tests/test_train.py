@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from _train_fixtures import tiny_config
 from safetensors.torch import load_file
 
 from fgsbir_plugin._common import tensor_fingerprint
 from fgsbir_plugin.model_io import load_model
 from fgsbir_plugin.train.checkpoint import flatten_state, load_training_state, unflatten_state
-from fgsbir_plugin.train.config import TrainConfig
 from fgsbir_plugin.train.engine import train
 from fgsbir_plugin.train.evaluate import run_eval
 from fgsbir_plugin.train.optim import lr_factor
@@ -24,21 +24,7 @@ TESTS = Path(__file__).parent
 SUBPROCESS_PATH = os.pathsep.join([str(TESTS.parent), str(TESTS)])
 
 
-def _cfg(out, **kw):
-    base = dict(
-        data="tiny",
-        out=str(out),
-        model="test_resnet",
-        image_size=28,
-        batch_size=4,
-        epochs=2,
-        lr=1e-3,
-        progress=False,
-        log_every=1,
-        save_every=3,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+_cfg = tiny_config
 
 
 def test_run_folder_layout_and_eval_report(tmp_path, tiny):

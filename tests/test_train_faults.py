@@ -6,6 +6,7 @@ and nothing half-written (the previous state still loads).
 """
 
 import errno
+import functools
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _train_fixtures import tiny_config
 from safetensors.torch import load_file, save_file
 
 import fgsbir_cli
@@ -34,21 +36,7 @@ TESTS = Path(__file__).parent
 SUBPROCESS_PATH = os.pathsep.join([str(TESTS.parent), str(TESTS)])
 
 
-def _cfg(out, **kw):
-    base = dict(
-        data="tiny",
-        out=str(out),
-        model="test_resnet",
-        image_size=28,
-        batch_size=4,
-        epochs=2,
-        lr=1e-3,
-        progress=False,
-        log_every=1,
-        save_every=2,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+_cfg = functools.partial(tiny_config, save_every=2)
 
 
 @pytest.fixture
