@@ -26,6 +26,9 @@ estimated calls left.
 call to ``benchmarks/results/accuracy_gpu_calls.{json,md}`` and rebuilds ``accuracy_gpu.{json,md}``
 with the accuracy harness's report code; then commit them.
 
+``benchmarks/gpu_rehearse.sh`` runs the device command here, on the CPU, in a bare copy of the call's tree
+with the device's Python and torch versions (see its header), before a device's minutes are spent.
+
 ``--smoke`` runs the device run's code path on the CPU with tiny settings (``gpu_smoke.yaml`` on
 generated data, the benchmarks at toy sizes, a compact export of the generated data written and
 checked), in a temporary folder, and writes the same bundle to ``--out``.
@@ -47,7 +50,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WHEELS = REPO / ".whl"
-SITE = Path("/tmp/site")
+SITE = Path(os.environ.get("FGSBIR_DEVICE_SITE", "/tmp/site"))  # gpu_rehearse.sh: its own folder
 EXPORT_ROOT = REPO / ".data" / "gpu"
 GPU_CONFIG = REPO / "benchmarks" / "accuracy_configs" / "gpu.yaml"
 SMOKE_CONFIG = REPO / "benchmarks" / "accuracy_configs" / "gpu_smoke.yaml"
@@ -91,13 +94,15 @@ def install_wheels(log: Log) -> None:
                 f"[gpu-suite] installing the wheels of {WHEELS} failed (exit {proc.returncode})."
             )
         log(f"[gpu-suite] installed {len(wheels)} wheels into {SITE} in {time.monotonic() - t0:.0f} s")
-        sys.path.insert(0, str(SITE))
-    sys.path.insert(0, str(REPO))
-    # The benchmark subprocesses see the same packages.
-    paths = [str(SITE)] if wheels else []
-    os.environ["PYTHONPATH"] = os.pathsep.join([*paths, str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(
-        os.pathsep
-    )
+    use_paths([SITE] if wheels else [])
+
+
+def use_paths(first: list[Path]) -> None:
+    """Put ``first`` and the repository at the front of this process's import path and of the benchmark
+    subprocesses' (``PYTHONPATH``): they import ``fgsbir_plugin`` from this tree, installed or not."""
+    paths = [str(p) for p in (*first, REPO)]
+    sys.path[:0] = paths
+    os.environ["PYTHONPATH"] = os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
 
 def commit_stamp(log: Log) -> None:
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         install_wheels(log)
         commit_stamp(log)
     else:
-        sys.path.insert(0, str(REPO))
+        use_paths([])
     # Imported after the wheels are installed: they provide its packages (timm, datasets, PML).
     import gpu_run
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -243,6 +244,22 @@ def test_unpack_merges_finished_cells_keeps_existing_ones_and_refuses_other_name
     path = gpu_prepare.record_call(call, results, "accuracy_gpu_smoke")
     gpu_prepare.record_call(call, results, "accuracy_gpu_smoke")
     assert len(json.loads(path.read_text())) == 1 and "## 2026-01-01" in path.with_suffix(".md").read_text()
+
+
+def test_the_benchmark_subprocesses_import_this_tree_without_an_installed_package(tmp_path):
+    # On the device (and in a bare checkout) nothing is installed: the suite's benchmark subprocesses
+    # must find fgsbir_cli/fgsbir_plugin through PYTHONPATH. `-S` keeps the installed copy out of sight.
+    probe = (
+        "import os, subprocess, sys; sys.path.insert(0, 'benchmarks'); import gpu_suite; gpu_suite.use_paths([]); "
+        "sys.exit(subprocess.run([sys.executable, '-S', '-c', 'import fgsbir_cli; print(fgsbir_cli.__file__)'],"
+        " cwd=sys.argv[1]).returncode)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)], cwd=REPO, capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert Path(proc.stdout.strip()).parent == REPO / "fgsbir_cli"
 
 
 @pytest.mark.slow
