@@ -37,10 +37,9 @@ from accuracy_config import (
     validation_size,
 )
 from accuracy_scoring import DIAGNOSTIC_KEYS, score_test_split
-from safetensors.torch import load_file
 
 import fgsbir_plugin  # noqa: F401  (registers the DSSA family with timm)
-from fgsbir_plugin._common import atomic_write_bytes
+from fgsbir_plugin._common import atomic_write_bytes, load_checked_tensors
 from fgsbir_plugin.data import carve_validation, load_fgsbir_pair
 from fgsbir_plugin.model_io import load_model
 from fgsbir_plugin.models.efficientnet_lite_import import load_efficientnet_lite0_imagenet
@@ -253,7 +252,9 @@ def selected_model(run_dir: Path, injected: torch.nn.Module | None, device: torc
 
     run = RunFolder(run_dir)
     if injected is not None:
-        injected.load_state_dict(load_file(str(run.injected_model_path)))
+        injected.load_state_dict(
+            load_checked_tensors(run.injected_model_path, "delete the cell's run folder")
+        )
         model = injected.to(device).eval()
     else:
         model = load_model(run.model_dir, device=device).eval()

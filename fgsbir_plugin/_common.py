@@ -11,6 +11,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as _serialize
+from safetensors.torch import save_file
 
 __all__ = [
     "default_data_dir",
@@ -21,6 +24,8 @@ __all__ = [
     "tensor_fingerprint",
     "sha256_file",
     "verify_sha256",
+    "save_checked_tensors",
+    "load_checked_tensors",
 ]
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -154,3 +159,34 @@ def verify_sha256(folder: Path, expected: Mapping[str, str], record: Path, fix: 
                 f"{path} does not match the checksum recorded in {record} (the file is damaged or was "
                 f"edited); {fix}."
             )
+
+
+_TENSORS_DIGEST = (
+    "fgsbir_sha256"  # safetensors metadata key: SHA-256 of the tensors serialised without metadata
+)
+
+
+def save_checked_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Write ``tensors`` to a safetensors file, atomically, with the SHA-256 of their serialised form in the
+    file's own metadata, which :func:`load_checked_tensors` checks (one file: no record to fall out of step)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    digest = hashlib.sha256(_serialize(tensors)).hexdigest()
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_TENSORS_DIGEST: digest})
+
+
+def load_checked_tensors(path: str | os.PathLike, fix: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; ValueError (one sentence naming the file and ``fix``) when it cannot
+    be read or does not match the checksum :func:`save_checked_tensors` stored in it. A file without one
+    (written elsewhere, or before checksums were stored) is read unchecked."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            expected = (fh.metadata() or {}).get(_TENSORS_DIGEST)
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+    except SafetensorError as err:
+        raise ValueError(f"{path} is not a readable safetensors file ({err}); {fix}.") from None
+    if expected is not None and hashlib.sha256(_serialize(tensors)).hexdigest() != expected:
+        raise ValueError(
+            f"{path} does not match the checksum stored in it (the file is damaged or was edited); {fix}."
+        )
+    return tensors

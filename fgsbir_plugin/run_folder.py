@@ -10,6 +10,7 @@ the benchmarks) goes through :class:`RunFolder`, so the layout is written down o
       model/                       the best model (validation split), a timm ``local-dir:`` folder
       holef_distance.safetensors   HOLEF W of a model that cannot hold it (a plain timm trunk)
       model_state.safetensors      the best weights of a model passed to ``train(model=...)``
+                                   (both: their tensors' SHA-256 in their metadata, checked on reading)
       state/                       the resumable training state (see ``train.checkpoint``)
       eval_<split>.json            reports written by ``fgsbir eval``
       .lock                        held by the training process writing here (see :meth:`RunFolder.lock`)
@@ -34,7 +35,8 @@ except ImportError:  # Windows: no advisory locks; see RunFolder.lock
     fcntl = None
 
 import torch
-from safetensors.torch import load_file
+
+from ._common import load_checked_tensors
 
 __all__ = ["RunFolder", "RunLocked", "MODEL_CONFIG"]
 
@@ -208,7 +210,7 @@ class RunFolder:
         # Lazy: holef imports pytorch-metric-learning, which `fgsbir --help` should not pay for.
         from .holef import HOLEFDistance
 
-        tensors = load_file(str(self.holef_path))
+        tensors = load_checked_tensors(self.holef_path, "train the run again or copy its folder again")
         dim = next(iter(tensors.values())).shape[0]  # W (or its raw parameter) is [d, d]
         distance = HOLEFDistance(dim, nonnegative="raw_weight" in tensors)
         distance.load_state_dict(tensors)

@@ -61,3 +61,30 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
         os.umask(mask)
     assert (tmp_path / "f").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_checked_tensors_round_trip_and_refuse_a_changed_value(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from fgsbir_plugin._common import load_checked_tensors, save_checked_tensors
+
+    tensors = {"w": torch.randn(5, 5), "b": torch.ones(3, dtype=torch.bfloat16), "step": torch.tensor(7)}
+    path = tmp_path / "t.safetensors"
+    save_checked_tensors(path, tensors)
+    back = load_checked_tensors(path, "write it again")
+    assert back.keys() == tensors.keys() and all(torch.equal(back[k], tensors[k]) for k in tensors)
+    changed = dict(back, w=back["w"].clone())
+    changed["w"][2, 2] += 1.0
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    save_file(changed, str(path), metadata=meta)  # the old checksum with new values
+    with pytest.raises(
+        ValueError, match=r"t\.safetensors does not match the checksum stored in it .*; write it again\.$"
+    ):
+        load_checked_tensors(path, "write it again")
+    save_file(load_file(str(path)), str(path))  # no stored checksum: read as it is
+    assert torch.equal(load_checked_tensors(path, "x")["w"], changed["w"])
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="is not a readable safetensors file"):
+        load_checked_tensors(path, "x")

@@ -280,6 +280,33 @@ def test_embed_reports_a_damaged_model_in_one_sentence(tmp_path, tiny, fgsbir):
     assert not (tmp_path / "e").exists()
 
 
+def test_a_damaged_holef_file_beside_the_model_is_refused(tmp_path, tiny, fgsbir):
+    # A plain timm trunk trained with HOLEF keeps W beside model/; its checksum is stored in the file itself.
+    run = RunFolder(tmp_path / "h")
+    train(_cfg(run.path, loss="holef", miner="semi-hard", epochs=1), datasets=tiny)
+    model = load_model(run.model_dir)
+    good = run.holef_path.read_bytes()
+    assert run.load_distance(model) is not None
+    _flip_byte(run.holef_path, len(good) - 3)  # inside W's values: safetensors itself cannot tell
+    with pytest.raises(
+        ValueError, match="holef_distance.safetensors does not match the checksum stored in it"
+    ):
+        run.load_distance(model)
+    small = '{"num_photos": 4, "sketches_per_photo": 1, "image_size": 32}'
+    status, _, err = fgsbir(
+        "eval", "--checkpoint", run.path, "--data", "synthetic", "--data-kwargs", small, "--device", "cpu"
+    )
+    assert status == 2 and "does not match the checksum stored in it" in _one_line(err)
+    run.holef_path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match="is not a readable safetensors file"):
+        run.load_distance(model)
+    # A file without a stored checksum (written by hand or elsewhere) is read as it is.
+    run.holef_path.write_bytes(good)
+    W = load_file(str(run.holef_path))
+    save_file(W, str(run.holef_path))
+    assert torch.equal(run.load_distance(model).state_dict()["weight"], W["weight"])
+
+
 # -- config files and the environment ------------------------------------------------------------------
 
 

@@ -21,10 +21,9 @@ import time
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .._common import atomic_path
+from .._common import save_checked_tensors
 from ..data.sampling import collate_pairs, pair_index
 from ..embedding import retrieval_distance
 from ..metrics import retrieval_metrics
@@ -331,8 +330,7 @@ def save_state(s: TrainSession) -> None:
 
 
 def _save_tensors(path, module: torch.nn.Module) -> None:
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+    save_checked_tensors(path, module.state_dict())
 
 
 def save_best(s: TrainSession) -> None:
