@@ -150,6 +150,26 @@ def test_log_records_are_strict_json(tmp_path):
     }
 
 
+def test_a_resume_hides_the_killed_run_s_later_tensorboard_events(tmp_path, tiny):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "r"
+    train(_cfg(run, stop_after_steps=4, tensorboard=True), datasets=tiny)  # state saved at step 4
+    # What a run killed at step 7 leaves behind: events of steps the resumed run logs again.
+    orphans = SummaryWriter(str(run / "tensorboard"))
+    for step in (5, 6, 7):
+        orphans.add_scalar("train/loss", 99.0, step)
+    orphans.close()
+    summary = train(_cfg(run, resume=True, tensorboard=True), datasets=tiny)
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == list(range(1, summary["step"] + 1))
+    assert 99.0 not in {e.value for e in loss}
+
+
 # -- the state and model folders: checksums and sanity ---------------------------------------------
 
 

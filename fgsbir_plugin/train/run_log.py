@@ -50,13 +50,16 @@ class RunLog:
         self.enabled = enabled
         self.jsonl = run.log_path
         self.csv_path = run.log_csv_path if csv_too else None
-        self.tb = None
+        self.tb_dir = run.tensorboard_dir
+        self.tb = None  # the writer, opened at the first record (after a resume's truncate_after)
+        self._tb_writer = None
+        self._purge_step: int | None = None
         if enabled and tensorboard:
             try:
                 # Lazy: TensorBoard is an optional extra.
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(run.tensorboard_dir))
+                self._tb_writer = SummaryWriter
             except ImportError:
                 print("fgsbir train: TensorBoard is not installed; logging to log.jsonl only.")
 
@@ -68,14 +71,17 @@ class RunLog:
             fh.write(json.dumps(record, allow_nan=False) + "\n")
         if self.csv_path is not None:
             self._write_csv(record)
-        if self.tb is not None:
+        if self._tb_writer is not None:
             self._write_tensorboard(record)
 
     def truncate_after(self, step: int) -> None:
         """Drop the records of steps after ``step``: a resumed run restarts from the state saved at
-        ``step`` and logs the steps after it again, so a killed run's later records would repeat."""
+        ``step`` and logs the steps after it again, so a killed run's later records would repeat.
+        TensorBoard's event files are append-only: its writer marks the events of later steps as purged
+        (``purge_step``), and TensorBoard hides them."""
         if not self.enabled:
             return
+        self._purge_step = step + 1
         if self.jsonl.is_file():
             kept = []
             for line in self.jsonl.read_text(encoding="utf-8").splitlines(keepends=True):
@@ -107,6 +113,8 @@ class RunLog:
             w.writerow(flat)
 
     def _write_tensorboard(self, record: dict[str, Any]) -> None:
+        if self.tb is None:
+            self.tb = self._tb_writer(str(self.tb_dir), purge_step=self._purge_step)
         step = record.get("step", 0)
         for k, v in record.items():
             if isinstance(v, int | float) and k != "step":
