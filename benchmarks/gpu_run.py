@@ -4,12 +4,14 @@
 interface). A run:
 
 1. records the machine (GPU, driver, torch, CUDA);
-2. runs each speed benchmark whose GPU results are not in the results folder yet (:data:`BENCHES`:
-   training throughput of the DSSA variants against their bare trunks, the HOLEF closed form, gallery
-   search), each its own script in a subprocess with a time limit, writing ``<results>/<name>_gpu.*``;
+2. runs each speed benchmark whose GPU results are not in the results folder yet (:data:`BENCHES`: how
+   many cells at once give the most steps per second, training throughput of the DSSA variants against
+   their bare trunks, the HOLEF closed form, gallery search), each its own script in a subprocess with a
+   time limit, writing ``<results>/<stem>.*``;
 3. runs the accuracy cells still missing from the results folder, in the priority order of
    ``gpu_schedule``, each only when its estimate fits in the time left, trained by
-   ``gpu_train.train_on_device`` (a deadline stops a cell that overruns; it is not written);
+   ``gpu_train.train_on_device`` (a deadline stops a cell that overruns; it is not written); one at a time,
+   or as many at once as :func:`cells_at_once` says, in worker processes (``gpu_pool``);
 4. after every finished piece, rewrites the bundle in ``--out``: ``gpu_results.tar.gz`` (the new result
    files, relative to the results folder), ``gpu_call.json`` (this call: machine, benchmarks, per-cell
    wall time, GPU utilisation and memory, the summary) and ``gpu_suite.log``, so that a call killed at
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import functools
 import io
 import json
 import os
@@ -37,25 +38,22 @@ from typing import Any
 
 import datasets
 import torch
-from accuracy_cells import Harness, read_cell, run_cell, stale_cell
+from accuracy_cells import Harness, read_cell, stale_cell
 from accuracy_config import (
     EXPORT_MARK,
-    dataset_ref,
     dataset_unavailable,
     export_folder,
     is_trained,
-    load_benchmark_config,
     read_export,
-    results_name_for,
 )
 from compact_data import verify_export, write_export
+from gpu_pool import CellProgress, JobSpec, make_harness, run_one, run_parallel
 from gpu_probe import GpuMonitor, environment
 from gpu_schedule import Cell, Estimator, calls_left, next_cell, priority_order
-from gpu_train import OutOfTime, train_on_device
+from gpu_train import OutOfTime
 
 from fgsbir_plugin._common import atomic_write_bytes
 from fgsbir_plugin.data import load_fgsbir_pair
-from fgsbir_plugin.run_folder import RunFolder
 from fgsbir_plugin.runtime import git_commit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +77,7 @@ class Suite:
     smoke: bool = False
     compile: bool = False
     benchmarks: bool = True
+    parallel: int | None = None  # cells at once; None: see cells_at_once
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -99,6 +98,14 @@ class Bench:
 # The issue's settings for the throughput (batch 128, 224 px, bf16, channels_last) and each script's
 # default sizes otherwise; the limits are generous guesses, no GPU has timed these scripts yet.
 BENCHES = (
+    # First: its best_procs decides how many cells this call and the next ones run at once.
+    Bench(
+        "gpu_concurrency",
+        "concurrency_gpu",
+        "--device cuda --procs 1 2 4 8 --seconds 6",
+        "--device cpu --procs 1 2 --seconds 2 --image-size 64 --batch-size 4 --photos 16 --load-size 72",
+        150.0,
+    ),
     Bench(
         "train_throughput",
         "train_throughput_gpu",
@@ -214,22 +221,6 @@ def _run_subprocess(cmd: list[str], timeout_s: float, log) -> dict[str, Any]:
     return {"status": status, "wall_s": round(time.monotonic() - t0, 1)}
 
 
-def _steps_run(run_dir: Path) -> int | None:
-    """The optimiser steps a finished run folder ran (its "end" record), or None."""
-    path = RunFolder(run_dir).log_path
-    if not path.is_file():
-        return None
-    step = None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("event") == "end":
-            step = rec.get("step")
-    return step
-
-
 def _train_sizes(refs) -> dict[str, float]:
     """Training sketches per dataset, from the compact exports' row counts (unknown: left out)."""
     sizes = {}
@@ -272,96 +263,79 @@ def _estimator(h: Harness, refs, done: list[Cell], device_kind: str) -> Estimato
     return est
 
 
-def _run_one(h: Harness, ref, cell: Cell, monitor: GpuMonitor) -> dict[str, Any]:
-    """Run one cell; its entry for the call record (raises OutOfTime when the deadline stops it)."""
-    t0 = time.monotonic()
-    with monitor:
-        rec = run_cell(h, ref, cell.method, cell.seed)
-    entry = {"status": "done", "wall_s": round(time.monotonic() - t0, 1), "cell_wall_s": rec["wall_s"]}
-    entry["acc@1"], entry["acc@10"] = rec["metrics"]["acc@1"], rec["metrics"]["acc@10"]
-    if rec.get("run_dir"):
-        steps = _steps_run(Path(rec["run_dir"]))
-        entry["steps"] = steps
-        entry["steps_per_s"] = round(steps / entry["wall_s"], 2) if steps and entry["wall_s"] else None
-    return {**entry, **monitor.summary()}
+def cells_at_once(suite: Suite) -> tuple[int, str]:
+    """How many cells run at once, and why: ``--parallel``, else the GPU concurrency benchmark's
+    ``best_procs`` (on a GPU, once measured), else 1."""
+    if suite.parallel:
+        return suite.parallel, "--parallel"
+    report = suite.results_dir / "concurrency_gpu.json"
+    if suite.device.startswith("cuda") and bench_done(report):
+        best = json.loads(report.read_text(encoding="utf-8")).get("best_procs")
+        if isinstance(best, int) and best >= 1:
+            return best, f"best_procs of {report.name}"
+    return 1, "default"
 
 
 def run_accuracy(suite: Suite, call: Call, monitor: GpuMonitor) -> dict[str, Any]:
     """Run pending cells while they fit; returns the summary (done, left, estimated calls left)."""
     phase_start = suite.elapsed()
-    bench = load_benchmark_config(suite.config)
-    data_dir = str(suite.data_dir) if suite.data_dir is not None else None
-    refs = [dataset_ref(d, bench, data_dir) for d in bench["datasets"]]
-    by_name = {r.name: r for r in refs}
-    deadline = suite.started + suite.budget_s - RESERVE_S
-    h = Harness(
-        bench=bench,
+    spec = JobSpec(
+        config=suite.config,
         results_dir=suite.results_dir,
-        results_name=results_name_for(suite.config),
         runs_dir=suite.runs_dir,
+        data_dir=suite.data_dir,
         device=suite.device,
         command=suite.command,
-        train_fn=functools.partial(train_on_device, deadline=deadline, compile=suite.compile),
+        deadline=suite.started + suite.budget_s - RESERVE_S,
+        compile=suite.compile,
     )
-    status = grid_status(h, refs, [int(s) for s in bench["seeds"]])
+    h, by_name = make_harness(spec)
+    refs = list(by_name.values())
+    status = grid_status(h, refs, [int(s) for s in h.bench["seeds"]])
     for cell in status["stale"]:
         call.log(
             f"[gpu-suite] {cell}: made with other settings than the config's now; delete it to run it again"
         )
-    pending, failed = list(status["pending"]), []
     estimator = _estimator(h, refs, status["done"], "GPU" if suite.device.startswith("cuda") else "CPU")
-    ran = 0
-    while (choice := next_cell(pending, estimator, suite.time_left())) is not None:
+    progress = CellProgress(h, call, estimator, list(status["pending"]), status["done"])
+    workers, why = cells_at_once(suite)
+    call.record["cells_at_once"] = {"workers": workers, "from": why}
+    call.log(f"[gpu-suite] cells at once: {workers} ({why})")
+    if workers > 1 and run_parallel(spec, progress, workers, suite.time_left, monitor):
+        call.log("[gpu-suite] a worker process died: the rest of the call runs one cell at a time")
+        workers = 1
+    while (choice := next_cell(progress.pending, estimator, suite.time_left())) is not None:
         cell, estimate = choice
-        call.log(f"[gpu-suite] {cell}: running (estimate {estimate:.0f} s, {suite.time_left():.0f} s left)")
-        entry: dict[str, Any] = {"cell": str(cell), "estimate_s": round(estimate, 1)}
-        t0 = time.monotonic()
+        entry = progress.start(cell, estimate, suite.time_left())
+        t0, error = time.monotonic(), None
         try:
-            entry.update(_run_one(h, by_name[cell.dataset], cell, monitor))
+            entry.update(run_one(h, by_name[cell.dataset], cell, monitor))
         except OutOfTime as err:
-            entry.update(
-                status=f"stopped at the deadline, not written ({err})", wall_s=round(time.monotonic() - t0, 1)
-            )
-            call.log(f"[gpu-suite] {cell}: {entry['status']}")
-            call.record["cells"].append(entry)
-            break
+            error = err
         except Exception as err:  # noqa: BLE001  (one broken cell must not cost the call's other cells)
-            entry.update(
-                status=f"failed: {type(err).__name__}: {err}", wall_s=round(time.monotonic() - t0, 1)
-            )
+            error = err
             call.log(traceback.format_exc())
-            pending.remove(cell)
-            failed.append(cell)
-        else:
-            pending.remove(cell)
-            status["done"].append(cell)
-            ran += 1
-            if entry["cell_wall_s"]:
-                estimator.add(cell, entry["cell_wall_s"])
-            call.add_file(h.cell_path(cell.dataset, cell.method, cell.seed))
-            busy = f", GPU busy {entry['gpu_util_mean']}%" if entry["gpu_util_mean"] is not None else ""
-            call.log(
-                f"[gpu-suite] {cell}: test acc@1 {entry['acc@1']:.2f} acc@10 {entry['acc@10']:.2f} "
-                f"({entry['wall_s']:.0f} s{busy})"
-            )
-        call.record["cells"].append(entry)
-        call.write()
-    left = pending + failed
+        if error is not None:
+            entry["wall_s"] = round(time.monotonic() - t0, 1)
+        if not progress.finish(cell, entry, error):
+            break
+    left = progress.pending + progress.failed
     # A call's time for cells: its budget less what it spends before the first cell (start-up, not the
     # one-off benchmarks).
     bench_s = sum(b.get("wall_s", 0.0) for b in call.record["benchmarks"])
     usable = suite.budget_s - RESERVE_S - max(phase_start - bench_s, 0.0)
     summary = {
         "grid": len(status["order"]),
-        "done": len(status["done"]),
-        "done_this_call": ran,
+        "done": len(progress.done),
+        "done_this_call": progress.ran,
         "left": len(left),
         "left_cells": [str(c) for c in left],
-        "failed_this_call": [str(c) for c in failed],
+        "failed_this_call": [str(c) for c in progress.failed],
         "stale": [str(c) for c in status["stale"]],
         "blocked": {str(c): why for c, why in status["blocked"].items()},
         "estimated_left_s": round(sum(estimator.estimate(c) for c in left), 1),
-        "estimated_calls_left": calls_left(left, estimator, usable),
+        "cells_at_once": workers,
+        "estimated_calls_left": calls_left(left, estimator, usable, workers),
         "usable_s_per_call": round(usable, 1),
     }
     call.record["summary"] = summary

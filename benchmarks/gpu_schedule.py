@@ -98,9 +98,10 @@ def next_cell(pending: Iterable[Cell], estimator: Estimator, time_left_s: float)
     return None
 
 
-def calls_left(pending: Sequence[Cell], estimator: Estimator, usable_s: float) -> int:
-    """How many more calls of ``usable_s`` seconds of cells the pending cells need (0 when none is pending)."""
+def calls_left(pending: Sequence[Cell], estimator: Estimator, usable_s: float, at_once: int = 1) -> int:
+    """How many more calls of ``usable_s`` seconds of cells the pending cells need (0 when none is pending),
+    ``at_once`` cells running side by side (their estimates are wall times measured that way)."""
     if not pending:
         return 0
     total = sum(estimator.estimate(c) for c in pending)
-    return max(1, math.ceil(total / max(usable_s, 1.0)))
+    return max(1, math.ceil(total / (max(usable_s, 1.0) * max(at_once, 1))))

@@ -140,6 +140,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the trained pair model")
     p.add_argument("--no-benchmarks", action="store_true", help="skip the speed benchmarks")
     p.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run N cells at once, each in a worker process (default: the measured best_procs of "
+        "concurrency_gpu.json on a GPU, else 1)",
+    )
+    p.add_argument(
         "--no-install", action="store_true", help="use this environment's packages, not .whl (a dry run here)"
     )
     p.add_argument("--force", action="store_true", help="--prepare: export the datasets again")
@@ -150,6 +158,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     args = _parser().parse_args(argv)
+    if args.parallel is not None and args.parallel < 1:
+        raise SystemExit("[gpu-suite] --parallel N needs N >= 1 (the number of cells run at once).")
     given = list(argv) if argv is not None else sys.argv[1:]
     command = " ".join(shlex.quote(a) for a in ["python3", "benchmarks/gpu_suite.py", *given])
     log = Log()
@@ -185,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         started=started,
         command=command,
         compile=args.compile,
+        parallel=args.parallel,
         benchmarks=not args.no_benchmarks,
         smoke=args.smoke,
     )

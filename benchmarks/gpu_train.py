@@ -147,7 +147,7 @@ class DeviceBatches:
         return sketch, photo, photo_index
 
 
-def _device_pipeline(s: TrainSession) -> DeviceBatches:
+def device_pipeline(s: TrainSession) -> DeviceBatches:
     """The session's batches from device images; its validation tables swapped for the shared decoded ones."""
     spec = model_input_spec(s.model, s.cfg.image_size)
     load, c = load_size_for(spec["image_size"], spec["crop_pct"]), spec["in_chans"]
@@ -198,7 +198,7 @@ def train_on_device(
         return engine.train(cfg, datasets=datasets, model=model)
     # No decoding at set-up: the decoded images come from this module's shared tables.
     s = start_session(dataclasses.replace(cfg, cache="no", workers=0), datasets, model)
-    batches = _device_pipeline(s)
+    batches = device_pipeline(s)
     if compile:
         s.net = torch.compile(s.net)
     return engine.run_session(s, _epoch_batches(s, batches, deadline), save=False)

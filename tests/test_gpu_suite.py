@@ -276,11 +276,15 @@ def test_the_smoke_run_writes_the_bundle_and_unpacks_into_tables(tmp_path):
     assert "cells done: 6 of 8 (6 this call); cells left: 0" in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == ["gpu_call.json", "gpu_results.tar.gz", "gpu_suite.log"]
     call = json.loads((out / "gpu_call.json").read_text())
-    assert [b["status"] for b in call["benchmarks"]] == ["ok", "ok", "ok"]
+    assert [b["status"] for b in call["benchmarks"]] == ["ok", "ok", "ok", "ok"]
     assert all(c["status"] == "done" for c in call["cells"]) and len(call["cells"]) == 6
+    assert call["cells_at_once"] == {"workers": 1, "from": "default"}  # the CPU report does not count
     with tarfile.open(out / "gpu_results.tar.gz") as tar:
         names = tar.getnames()
-    assert {f"{b}_gpu.json" for b in ("train_throughput", "holef_closed_form", "search")} <= set(names)
+    assert {
+        f"{b}.json"
+        for b in ("concurrency_gpu", "train_throughput_gpu", "holef_closed_form_gpu", "search_gpu")
+    } <= set(names)
     assert sum(n.startswith("accuracy_gpu_smoke/synthetic/") for n in names) == 6
 
     results = tmp_path / "results"
@@ -301,3 +305,72 @@ def test_the_smoke_run_writes_the_bundle_and_unpacks_into_tables(tmp_path):
     rows = {r["method"]: r for r in table["rows"]}
     assert rows["dssa_full"]["seeds"] == [0, 1] and rows["clip_zero_shot"]["not_run"]
     assert "synthetic/dssa_full/seed0" in (results / "accuracy_gpu_smoke_calls.md").read_text()
+
+
+def _smoke_cells(out: Path, *extra: str) -> tuple[dict, dict[str, dict]]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread in every process: the same arithmetic
+    cmd = [
+        sys.executable,
+        str(BENCH / "gpu_suite.py"),
+        "--smoke",
+        "--no-benchmarks",
+        "--out",
+        str(out),
+        *extra,
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    call = json.loads((out / "gpu_call.json").read_text())
+    with tarfile.open(out / "gpu_results.tar.gz") as tar:
+        cells_ = {m.name: json.load(tar.extractfile(m)) for m in tar.getmembers() if m.name.endswith(".json")}
+    return call, cells_
+
+
+@pytest.mark.slow
+def test_cells_run_at_once_in_worker_processes_equal_the_cells_run_one_at_a_time(tmp_path):
+    one_call, one = _smoke_cells(tmp_path / "one")
+    two_call, two = _smoke_cells(tmp_path / "two", "--parallel", "2")
+    assert two_call["cells_at_once"] == {"workers": 2, "from": "--parallel"}
+    assert all(c["cells_at_once"] == 2 for c in two_call["cells"])
+    assert sorted(one) == sorted(two) and len(one) == 6
+    for name, rec in one.items():
+        assert two[name]["ranks"] == rec["ranks"] and two[name]["metrics"] == rec["metrics"], name
+        assert two[name]["selection"] == rec["selection"], name
+
+
+def test_cells_at_once_comes_from_the_option_else_a_gpu_concurrency_report(tmp_path):
+    def suite(device: str, parallel=None):
+        return gpu_run.Suite(
+            out=tmp_path / "out",
+            config=SMOKE,
+            results_dir=tmp_path,
+            runs_dir=tmp_path / "runs",
+            data_dir=None,
+            device=device,
+            budget_s=60.0,
+            started=time.monotonic(),
+            command="t",
+            parallel=parallel,
+        )
+
+    assert gpu_run.cells_at_once(suite("cuda")) == (1, "default")
+    report = tmp_path / "concurrency_gpu.json"
+    report.write_text(json.dumps({"device": "CPU: x86_64", "best_procs": 2}))
+    assert gpu_run.cells_at_once(suite("cuda")) == (1, "default")  # measured on a CPU: not a GPU figure
+    report.write_text(json.dumps({"device": "GPU: NVIDIA H200", "best_procs": 4}))
+    assert gpu_run.cells_at_once(suite("cuda")) == (4, "best_procs of concurrency_gpu.json")
+    assert gpu_run.cells_at_once(suite("cpu")) == (1, "default")
+    assert gpu_run.cells_at_once(suite("cuda", parallel=3)) == (3, "--parallel")
+
+
+def test_the_concurrency_benchmark_picks_the_smallest_count_near_the_best_rate():
+    import gpu_concurrency
+
+    rows = [{"procs": 1, "steps_per_s_total": 10.0}, {"procs": 2, "steps_per_s_total": 19.0}]
+    rows += [{"procs": 4, "steps_per_s_total": 30.0}, {"procs": 8, "steps_per_s_total": 31.0}]
+    assert gpu_concurrency.best_procs(rows) == 4
+    assert gpu_concurrency.best_procs(rows[:1]) == 1
+    est = Estimator({"d": 100.0}, safety=1.0)
+    est.add(Cell("d", "m", 0), 100.0)
+    pending = [Cell("d", "m", s) for s in range(1, 5)]  # 400 s of cells measured one at a time... or at once
+    assert calls_left(pending, est, 100.0) == 4 and calls_left(pending, est, 100.0, at_once=4) == 1
