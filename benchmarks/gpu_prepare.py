@@ -276,6 +276,32 @@ def record_call(call: dict[str, Any], results: Path, results_name: str) -> Path:
     return path
 
 
+GPU_SECTION = "## On the GPU, from the GPU suite"
+
+
+def fold_gpu_throughput(results: Path) -> list[Path]:
+    """Add the GPU training-throughput report (``train_throughput_gpu.json``) to ``train_throughput.json``
+    (key ``gpu``) and its table to ``train_throughput.md``, beside the CPU figures; the files it rewrote."""
+    gpu_path, cpu_path = results / "train_throughput_gpu.json", results / "train_throughput.json"
+    if not (bench_done(gpu_path) and cpu_path.is_file()):
+        return []
+    gpu = json.loads(gpu_path.read_text(encoding="utf-8"))
+    if not isinstance(gpu.get("rows"), list):
+        return []
+    # Lazy: the throughput script imports timm and PML, which no other part of the unpack needs.
+    from train_throughput import markdown as throughput_markdown
+
+    report = json.loads(cpu_path.read_text(encoding="utf-8"))
+    report["gpu"] = gpu
+    atomic_write_bytes(cpu_path, (json.dumps(report, indent=2) + "\n").encode())
+    md_path = cpu_path.with_suffix(".md")
+    md = md_path.read_text(encoding="utf-8").split(GPU_SECTION)[0].rstrip("\n")
+    table = throughput_markdown(gpu, "cuda").split("\n", 1)[1]  # without its title
+    md += f"\n\n{GPU_SECTION} (`{gpu_path.name}`)\n{table}"
+    atomic_write_bytes(md_path, md.encode())
+    return [cpu_path, md_path]
+
+
 def unpack(args, log) -> int:
     """``--unpack`` (module docstring)."""
     src = Path(args.unpack)
@@ -297,6 +323,7 @@ def unpack(args, log) -> int:
     calls = record_call(call, results, name)
     accuracy.main(["--config", str(config), "--results-dir", str(results), "--aggregate-only"])
     written = [results / name, *results.glob(f"{name}*.json"), *results.glob(f"{name}*.md")]
+    written += fold_gpu_throughput(results)
     written += [
         *results.glob(f"{name}_acc_at_k_*.png"),
         *results.glob("*_gpu.json"),

@@ -242,7 +242,7 @@ def _measure_rows(args, st: dict, missing: list) -> list[dict]:
     return rows
 
 
-def _markdown(report: dict, device_type: str) -> str:
+def markdown(report: dict, device_type: str) -> str:
     rows, missing = report["rows"], report["missing_variants"]
     md = [
         "# Training throughput: DSSA variants vs their bare timm trunks",
@@ -305,7 +305,7 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     atomic_write_bytes(out.with_suffix(".json"), (json.dumps(report, indent=2) + "\n").encode())
-    atomic_write_bytes(out.with_suffix(".md"), _markdown(report, st["device"].type).encode())
+    atomic_write_bytes(out.with_suffix(".md"), markdown(report, st["device"].type).encode())
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0
 

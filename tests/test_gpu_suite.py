@@ -374,3 +374,21 @@ def test_the_concurrency_benchmark_picks_the_smallest_count_near_the_best_rate()
     est.add(Cell("d", "m", 0), 100.0)
     pending = [Cell("d", "m", s) for s in range(1, 5)]  # 400 s of cells measured one at a time... or at once
     assert calls_left(pending, est, 100.0) == 4 and calls_left(pending, est, 100.0, at_once=4) == 1
+
+
+def test_unpack_adds_the_gpu_throughput_rows_beside_the_cpu_ones(tmp_path):
+    cpu = json.loads((REPO / "benchmarks" / "results" / "train_throughput.json").read_text())
+    (tmp_path / "train_throughput.json").write_text(json.dumps(cpu))
+    (tmp_path / "train_throughput.md").write_text("# CPU table\n\n| a |\n")
+    assert gpu_prepare.fold_gpu_throughput(tmp_path) == []  # no GPU report yet
+    gpu = {**cpu, "device": "GPU: NVIDIA H200", "date": "2026-12-01T00:00:00+00:00", "precision": "bf16"}
+    gpu["rows"] = [{**r, "img_per_s": 1000.0} for r in cpu["rows"][:2]]
+    (tmp_path / "train_throughput_gpu.json").write_text(json.dumps(gpu))
+    for _ in range(2):  # unpacking again replaces the GPU section, it does not add a second
+        written = gpu_prepare.fold_gpu_throughput(tmp_path)
+    assert [p.name for p in written] == ["train_throughput.json", "train_throughput.md"]
+    folded = json.loads((tmp_path / "train_throughput.json").read_text())
+    assert folded["rows"] == cpu["rows"] and folded["gpu"]["rows"] == gpu["rows"]
+    md = (tmp_path / "train_throughput.md").read_text()
+    assert md.startswith("# CPU table") and md.count(gpu_prepare.GPU_SECTION) == 1
+    assert "GPU: NVIDIA H200" in md and "1000.0" in md
