@@ -81,6 +81,15 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def any_flag(flag: bool, device: torch.device) -> bool:
+    """True on every process when ``flag`` is true on any (e.g. a non-finite loss on one of them)."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

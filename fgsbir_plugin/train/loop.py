@@ -173,8 +173,14 @@ def train_one_epoch(
         if s.info.distributed and not last_micro:
             sync = s.net.no_sync() if hasattr(s.net, "no_sync") else sync
         value = train_step(s, sketch, photo, labels, sync)
-        if not math.isfinite(value):
-            diverged(s, f"the loss is {value}")
+        # Every process stops together (a lone stop would leave the others waiting in the next collective).
+        if ddp.any_flag(not math.isfinite(value), s.device):
+            diverged(
+                s,
+                f"the loss is {value}"
+                if not math.isfinite(value)
+                else "the loss is not finite on another process",
+            )
         progress["batch_in_epoch"] += 1
         s.running_loss = value if s.running_loss is None else 0.9 * s.running_loss + 0.1 * value
         if not last_micro:
@@ -271,6 +277,8 @@ def end_of_epoch(s: TrainSession, epoch: int, bar) -> bool:
 def validate_and_keep_best(s: TrainSession, epoch: int, bar) -> bool:
     """Validate, keep the model when it is the best so far, log the epoch record; True to stop early."""
     progress = s.progress
+    # On every process (the replicas are equal), not only in the main one's save_best: all stop together.
+    check_finite_weights(s)
     metrics = validate(s)
     stop_early = False
     if s.main:
