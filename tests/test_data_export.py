@@ -101,3 +101,25 @@ def test_imagefolder_round_trip(pair, tmp_path):
     # the JPEG photo's bytes are copied unchanged, not re-encoded
     jpgs = list((tmp_path / "if_photo").rglob("*.jpg"))
     assert len(jpgs) == 1 and jpgs[0].read_bytes() == (tmp_path / "src" / "photos" / "p0.jpg").read_bytes()
+
+
+def test_parquet_pages_carry_checksums_that_load_parquet_checks(pair, tmp_path):
+    import pyarrow.parquet as pq
+
+    folder = save_parquet(*pair, tmp_path / "out")
+    path = folder / "sketches" / "train-00000-of-00001.parquet"
+    good = path.read_bytes()
+    at = good.index(b"IDAT") + 8  # inside the first sketch's compressed pixels, stored as they are
+    damaged = bytearray(good)
+    damaged[at : at + 4] = bytes(b ^ 0xFF for b in damaged[at : at + 4])
+    path.write_bytes(bytes(damaged))
+    pq.read_table(path)  # without its checksums the damage reads silently
+    with pytest.raises(
+        ValueError, match=r"train-00000-of-00001\.parquet is damaged \(.*CRC.*\); export it again"
+    ):
+        load_parquet(folder)
+    # A file written without page checksums (by another tool, or before they were written) is read unchecked.
+    path.write_bytes(good)
+    pq.write_table(pq.read_table(path), path)
+    s2, _ = load_parquet(folder)
+    assert_same(pair[0], s2, "sketch", "sketch_id")

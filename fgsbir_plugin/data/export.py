@@ -27,6 +27,7 @@ import json
 import os
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 from datasets import Dataset, DatasetDict, load_dataset
@@ -120,10 +121,21 @@ def save_parquet(
             )
             target = folder / name / f"{split}-00000-of-00001.parquet"
             with atomic_path(target) as tmp:
-                ds.to_parquet(str(tmp))
+                # A CRC-32 per data page: load_parquet checks them (readers that do not, ignore them).
+                ds.to_parquet(str(tmp), write_page_checksum=True)
             written[name].append(split)
     atomic_write_bytes(folder / "README.md", _card(title, written).encode())
     return folder
+
+
+def _read_checked(path: Path):
+    """The Parquet table at ``path``, its page checksums verified (files written without them: unchecked)."""
+    try:
+        return pq.read_table(path, page_checksum_verification=True)
+    except (PermissionError, FileNotFoundError):
+        raise
+    except (OSError, pa.ArrowException) as err:  # a failed CRC is an OSError; a damaged footer, ArrowInvalid
+        raise ValueError(f"{path} is damaged ({str(err).splitlines()[0]}); export it again") from None
 
 
 def load_parquet(folder: str | os.PathLike) -> tuple[DatasetDict, DatasetDict]:
@@ -139,7 +151,7 @@ def load_parquet(folder: str | os.PathLike) -> tuple[DatasetDict, DatasetDict]:
         dd = DatasetDict()
         by_split = {f.name.split("-00000-of-")[0]: f for f in files}
         for split in [s for s in SPLITS if s in by_split] + sorted(s for s in by_split if s not in SPLITS):
-            ds = Dataset(InMemoryTable(pq.read_table(by_split[split])), split=split)
+            ds = Dataset(InMemoryTable(_read_checked(by_split[split])), split=split)
             if ds.features != feats:
                 raise ValueError(
                     f"{by_split[split]} has features {ds.features}, not the {name} schema; re-export it"
