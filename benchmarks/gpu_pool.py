@@ -94,7 +94,7 @@ def run_one(h: Harness, ref, cell: Cell, monitor: GpuMonitor) -> dict[str, Any]:
     entry = {"status": "done", "wall_s": round(time.monotonic() - t0, 1), "cell_wall_s": rec["wall_s"]}
     entry["acc@1"], entry["acc@10"] = rec["metrics"]["acc@1"], rec["metrics"]["acc@10"]
     if rec.get("run_dir"):
-        steps = _steps_run(Path(rec["run_dir"]))
+        steps = _steps_run(h.run_dir(cell.dataset, cell.method, cell.seed))
         entry["steps"] = steps
         entry["steps_per_s"] = round(steps / entry["wall_s"], 2) if steps and entry["wall_s"] else None
     return {**entry, **monitor.summary()}
