@@ -276,6 +276,20 @@ def cells_at_once(suite: Suite) -> tuple[int, str]:
     return 1, "default"
 
 
+def prior_slowdown(suite: Suite, workers: int) -> float:
+    """How much slower one cell runs while ``workers`` run at once, for the estimates made before any cell is
+    timed: from the GPU concurrency report when it measured that count, else ``workers`` (no overlap)."""
+    if workers <= 1:
+        return 1.0
+    report = suite.results_dir / "concurrency_gpu.json"
+    if suite.device.startswith("cuda") and bench_done(report):
+        rows = {r.get("procs"): r for r in json.loads(report.read_text(encoding="utf-8")).get("rows", [])}
+        if 1 in rows and workers in rows and rows[workers].get("steps_per_s_each"):
+            each = rows[workers]["steps_per_s_each"]
+            return max(1.0, rows[1]["steps_per_s_total"] / (sum(each) / len(each)))
+    return float(workers)
+
+
 def run_accuracy(suite: Suite, call: Call, monitor: GpuMonitor) -> dict[str, Any]:
     """Run pending cells while they fit; returns the summary (done, left, estimated calls left)."""
     phase_start = suite.elapsed()
@@ -299,8 +313,13 @@ def run_accuracy(suite: Suite, call: Call, monitor: GpuMonitor) -> dict[str, Any
     estimator = _estimator(h, refs, status["done"], "GPU" if suite.device.startswith("cuda") else "CPU")
     progress = CellProgress(h, call, estimator, list(status["pending"]), status["done"])
     workers, why = cells_at_once(suite)
-    call.record["cells_at_once"] = {"workers": workers, "from": why}
-    call.log(f"[gpu-suite] cells at once: {workers} ({why})")
+    slowdown = prior_slowdown(suite, workers)
+    # The priors stand for one cell alone; measured cells already ran alongside the others.
+    estimator.fixed_s *= slowdown
+    estimator.prior_s_per_sketch *= slowdown
+    estimator.untrained_prior_s *= slowdown
+    call.record["cells_at_once"] = {"workers": workers, "from": why, "prior_slowdown": round(slowdown, 2)}
+    call.log(f"[gpu-suite] cells at once: {workers} ({why}); prior estimates x{slowdown:.2f}")
     if workers > 1 and run_parallel(spec, progress, workers, suite.time_left, monitor):
         call.log("[gpu-suite] a worker process died: the rest of the call runs one cell at a time")
         workers = 1

@@ -278,7 +278,8 @@ def test_the_smoke_run_writes_the_bundle_and_unpacks_into_tables(tmp_path):
     call = json.loads((out / "gpu_call.json").read_text())
     assert [b["status"] for b in call["benchmarks"]] == ["ok", "ok", "ok", "ok"]
     assert all(c["status"] == "done" for c in call["cells"]) and len(call["cells"]) == 6
-    assert call["cells_at_once"] == {"workers": 1, "from": "default"}  # the CPU report does not count
+    # The CPU concurrency report does not count.
+    assert call["cells_at_once"] == {"workers": 1, "from": "default", "prior_slowdown": 1.0}
     with tarfile.open(out / "gpu_results.tar.gz") as tar:
         names = tar.getnames()
     assert {
@@ -330,7 +331,7 @@ def _smoke_cells(out: Path, *extra: str) -> tuple[dict, dict[str, dict]]:
 def test_cells_run_at_once_in_worker_processes_equal_the_cells_run_one_at_a_time(tmp_path):
     one_call, one = _smoke_cells(tmp_path / "one")
     two_call, two = _smoke_cells(tmp_path / "two", "--parallel", "2")
-    assert two_call["cells_at_once"] == {"workers": 2, "from": "--parallel"}
+    assert two_call["cells_at_once"] == {"workers": 2, "from": "--parallel", "prior_slowdown": 2.0}
     assert all(c["cells_at_once"] == 2 for c in two_call["cells"])
     assert sorted(one) == sorted(two) and len(one) == 6
     for name, rec in one.items():
@@ -361,6 +362,13 @@ def test_cells_at_once_comes_from_the_option_else_a_gpu_concurrency_report(tmp_p
     assert gpu_run.cells_at_once(suite("cuda")) == (4, "best_procs of concurrency_gpu.json")
     assert gpu_run.cells_at_once(suite("cpu")) == (1, "default")
     assert gpu_run.cells_at_once(suite("cuda", parallel=3)) == (3, "--parallel")
+    # Before any cell is timed, estimates grow by how much slower one cell steps alongside the others.
+    rows = [{"procs": 1, "steps_per_s_total": 10.0, "steps_per_s_each": [10.0]}]
+    rows += [{"procs": 4, "steps_per_s_total": 24.0, "steps_per_s_each": [6.0, 6.0, 5.0, 7.0]}]
+    report.write_text(json.dumps({"device": "GPU: NVIDIA H200", "best_procs": 4, "rows": rows}))
+    assert gpu_run.prior_slowdown(suite("cuda"), 4) == pytest.approx(10.0 / 6.0)
+    assert gpu_run.prior_slowdown(suite("cuda"), 2) == 2.0  # a count it did not measure: no overlap assumed
+    assert gpu_run.prior_slowdown(suite("cuda"), 1) == 1.0
 
 
 def test_the_concurrency_benchmark_picks_the_smallest_count_near_the_best_rate():
