@@ -137,6 +137,23 @@ def test_a_diverging_run_keeps_the_last_finite_state(tmp_path, tiny, monkeypatch
     assert "NaN" not in log and json.loads(log.splitlines()[-1])["event"] == "diverged"
 
 
+def test_a_non_finite_weight_is_named_before_anything_is_saved(tmp_path, tiny, monkeypatch):
+    real = loop._optimizer_step
+
+    def step_then_spoil(s):
+        real(s)
+        if s.progress["step"] == 2:  # the step at which save_every=2 saves the state
+            name, param = list(s.pair.named_parameters())[3]
+            step_then_spoil.name = name
+            param.data[0] = float("inf")
+
+    monkeypatch.setattr(loop, "_optimizer_step", step_then_spoil)
+    with pytest.raises(TrainingDiverged, match="at step 2 \\(weight (\\S+) is not finite\\)") as err:
+        train(_cfg(tmp_path / "r"), datasets=tiny)
+    assert step_then_spoil.name in str(err.value)
+    assert not (tmp_path / "r" / "state").exists()  # nothing non-finite was written
+
+
 def test_log_records_are_strict_json(tmp_path):
     from fgsbir_plugin.train.run_log import RunLog
 

@@ -65,9 +65,10 @@ def diverged(s: TrainSession, what: str) -> None:
 
 def check_finite_weights(s: TrainSession) -> None:
     """Raise :class:`TrainingDiverged` when any trained weight is NaN or infinite (before a save)."""
-    for name, p in s.pair.named_parameters():
-        if not bool(torch.isfinite(p).all()):
-            diverged(s, f"weight {name} is not finite")
+    named = list(s.pair.named_parameters())
+    finite = torch.stack([torch.isfinite(p).all() for _, p in named])  # one device sync for all of them
+    if not bool(finite.all()):
+        diverged(s, f"weight {named[int((~finite).nonzero()[0])][0]} is not finite")
 
 
 def make_loader(s: TrainSession, epoch: int) -> torch.utils.data.DataLoader:
