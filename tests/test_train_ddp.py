@@ -38,12 +38,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_ddp_two_cpu_processes_gloo(tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
-    script = tmp_path / "ddp_train.py"
-    script.write_text(_SCRIPT.format(out=str(out)))
+def _torchrun_two_processes(script: Path, text: str) -> None:
+    """Run ``text`` as ``script`` in 2 CPU processes (gloo) under torchrun; fail on a non-zero exit."""
+    script.write_text(text)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]))
     cmd = [
         sys.executable,
@@ -53,12 +50,17 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
         "2",
         "--master_addr",
         "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(script),
     ]
+    cmd += ["--master_port", str(_free_port()), str(script)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_gloo(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    _torchrun_two_processes(tmp_path / "ddp_train.py", _SCRIPT.format(out=str(out)))
     r0 = json.loads((out / "rank0.json").read_text())
     r1 = json.loads((out / "rank1.json").read_text())
     # 24 train sketches / 4 per batch = 6 batches per epoch, 3 for each process: 3 steps per epoch.
@@ -101,21 +103,7 @@ _DIVERGING = textwrap.dedent(
 def test_a_loss_that_diverges_on_one_process_stops_every_process(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    script = tmp_path / "ddp_diverge.py"
-    script.write_text(_DIVERGING.format(out=str(out)))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-    ]
-    cmd += ["--master_port", str(_free_port()), str(script)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _torchrun_two_processes(tmp_path / "ddp_diverge.py", _DIVERGING.format(out=str(out)))
     r0, r1 = (out / "rank0.txt").read_text(), (out / "rank1.txt").read_text()
     assert r1.startswith("training diverged at step 1 (the loss is nan)")
     assert r0.startswith("training diverged at step 1 (the loss is not finite on another process)")
