@@ -28,11 +28,11 @@ from typing import Any
 import timm
 import torch
 from accuracy_config import (
-    REPO,
     DatasetRef,
     export_folder,
     is_trained,
     read_export,
+    repo_relative,
     seed_independent,
     train_values,
     validation_size,
@@ -262,12 +262,6 @@ def selected_model(run_dir: Path, injected: torch.nn.Module | None, device: torc
     return model, run.load_distance(model)
 
 
-def _repo_relative(path: Path) -> str:
-    """``path`` relative to the repository when it lies inside (a committed cell names no machine's folders)."""
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
 def _recorded_train(cfg) -> dict[str, Any] | None:
     """A cell's training configuration as recorded, its folders relative to the repository where inside."""
     if cfg is None:
@@ -275,7 +269,7 @@ def _recorded_train(cfg) -> dict[str, Any] | None:
     values = cfg.to_dict()
     for key in ("out", "data_dir"):
         if values.get(key):
-            values[key] = _repo_relative(values[key])
+            values[key] = repo_relative(values[key])
     return values
 
 
@@ -390,7 +384,7 @@ def _record(h: Harness, ref: DatasetRef, name: str, seed: int, test, split, sele
         "ranks": test.ranks.tolist(),
         "top10": top.tolist(),
         "selection": selection,
-        "run_dir": _repo_relative(h.run_dir(ref.name, name, seed)) if is_trained(method) else None,
+        "run_dir": repo_relative(h.run_dir(ref.name, name, seed)) if is_trained(method) else None,
         "device": describe_device(resolve_device(h.device)),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         # The device machine gets a copy of the tree without .git: the caller passes the commit there.

@@ -35,6 +35,14 @@ from fgsbir_plugin.data import DATASET_NAMES, load_parquet
 from fgsbir_plugin.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository when it lies inside (a committed record names no machine's folders)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 DEFAULT_CONFIG = REPO / "benchmarks" / "accuracy_configs" / "cpu.yaml"
 DEFAULT_RESULTS = REPO / "benchmarks" / "results"
 

@@ -32,7 +32,14 @@ from typing import Any
 import accuracy
 import datasets
 from accuracy_cells import read_cell
-from accuracy_config import DATASET_FOLDERS, is_export, load_benchmark_config, read_export, results_name_for
+from accuracy_config import (
+    DATASET_FOLDERS,
+    is_export,
+    load_benchmark_config,
+    read_export,
+    repo_relative,
+    results_name_for,
+)
 from compact_data import folder_bytes, verify_export, write_export
 from gpu_run import BENCHES, bench_done
 from gpu_suite import CARRY, DEVICE_COMMAND, EXPORT_ROOT, GPU_CONFIG, REPO, RESULTS, TIMEOUT_S, WHEELS
@@ -329,7 +336,7 @@ def unpack(args, log) -> int:
         *results.glob("*_gpu.json"),
         *results.glob("*_gpu.md"),
     ]
-    shown = sorted({str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p) for p in written})
+    shown = sorted({repo_relative(p) for p in written})
     log(
         f"[unpack] recorded the call in {calls.name}; rebuilt {name}.md. To commit: git add {' '.join(shown)}"
     )

@@ -45,6 +45,7 @@ from accuracy_config import (
     export_folder,
     is_trained,
     read_export,
+    repo_relative,
 )
 from compact_data import verify_export, write_export
 from gpu_pool import CellProgress, JobSpec, make_harness, run_one, run_parallel
@@ -142,9 +143,7 @@ class Call:
             "command": suite.command,
             "commit": git_commit() or os.environ.get("FGSBIR_COMMIT"),
             "smoke": suite.smoke,
-            "config": str(
-                suite.config.relative_to(REPO) if suite.config.is_relative_to(REPO) else suite.config
-            ),
+            "config": repo_relative(suite.config),
             "budget_s": suite.budget_s,
             "compile": suite.compile,
             "data_path": "uint8 images decoded once and kept on the device; crops, flips and normalisation there",
