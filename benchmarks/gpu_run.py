@@ -167,14 +167,24 @@ class Call:
         )
 
 
-def bench_done(path: Path) -> bool:
-    """True when ``path`` holds a benchmark report measured on a GPU."""
+def gpu_report(path: Path) -> dict[str, Any] | None:
+    """The benchmark report in ``path`` when it was measured on a GPU, else None."""
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return None
     device = json.dumps(report.get("device") or report.get("devices") or "")
-    return "GPU" in device or "CUDA" in device
+    return report if "GPU" in device or "CUDA" in device else None
+
+
+def bench_done(path: Path) -> bool:
+    """True when ``path`` holds a benchmark report measured on a GPU."""
+    return gpu_report(path) is not None
+
+
+def _concurrency_report(suite: Suite) -> dict[str, Any] | None:
+    """The GPU concurrency benchmark's report, when the cells run on a GPU and it was measured on one."""
+    return gpu_report(suite.results_dir / "concurrency_gpu.json") if suite.device.startswith("cuda") else None
 
 
 def run_benchmarks(suite: Suite, call: Call) -> None:
@@ -267,11 +277,9 @@ def cells_at_once(suite: Suite) -> tuple[int, str]:
     ``best_procs`` (on a GPU, once measured), else 1."""
     if suite.parallel:
         return suite.parallel, "--parallel"
-    report = suite.results_dir / "concurrency_gpu.json"
-    if suite.device.startswith("cuda") and bench_done(report):
-        best = json.loads(report.read_text(encoding="utf-8")).get("best_procs")
-        if isinstance(best, int) and best >= 1:
-            return best, f"best_procs of {report.name}"
+    best = (_concurrency_report(suite) or {}).get("best_procs")
+    if isinstance(best, int) and best >= 1:
+        return best, "best_procs of concurrency_gpu.json"
     return 1, "default"
 
 
@@ -280,12 +288,10 @@ def prior_slowdown(suite: Suite, workers: int) -> float:
     timed: from the GPU concurrency report when it measured that count, else ``workers`` (no overlap)."""
     if workers <= 1:
         return 1.0
-    report = suite.results_dir / "concurrency_gpu.json"
-    if suite.device.startswith("cuda") and bench_done(report):
-        rows = {r.get("procs"): r for r in json.loads(report.read_text(encoding="utf-8")).get("rows", [])}
-        if 1 in rows and workers in rows and rows[workers].get("steps_per_s_each"):
-            each = rows[workers]["steps_per_s_each"]
-            return max(1.0, rows[1]["steps_per_s_total"] / (sum(each) / len(each)))
+    rows = {r.get("procs"): r for r in (_concurrency_report(suite) or {}).get("rows", [])}
+    if 1 in rows and workers in rows and rows[workers].get("steps_per_s_each"):
+        each = rows[workers]["steps_per_s_each"]
+        return max(1.0, rows[1]["steps_per_s_total"] / (sum(each) / len(each)))
     return float(workers)
 
 
