@@ -64,7 +64,6 @@ def _session(args, workdir: str):
 
 def _worker(rank: int, args, commands, results) -> None:
     """Build the session, then answer the parent's commands: ("warm", steps), ("go", seconds), None."""
-    sys.path[:0] = [str(BENCH), str(REPO)]
     import torch
 
     from fgsbir_plugin.train.loop import train_step
