@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from .._common import atomic_dir
-from ..data import load_fgsbir_pair
 from ..embedding import embed_files
 from ..model_io import load_model
 from ..run_folder import RunFolder
@@ -126,16 +125,7 @@ def _build(
 ) -> None:
     """Train, write the photos and sketches, index the photos; paths recorded are those of ``final``."""
     if datasets is None:
-        datasets = load_fgsbir_pair(
-            "synthetic",
-            None,
-            validation_size=settings.validation_size,
-            seed=seed,
-            num_photos=settings.num_photos,
-            sketches_per_photo=settings.sketches_per_photo,
-            image_size=settings.raster_size,
-            test_fraction=settings.test_fraction,
-        )
+        datasets = settings.datasets(seed)
     models = models or DEMO_MODELS[:1]
     result = run_demo(
         tmp / "demo", settings=settings, models=models, datasets=datasets, progress=progress, seed=seed

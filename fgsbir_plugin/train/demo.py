@@ -86,18 +86,18 @@ class DemoSettings:
     def quick(cls) -> DemoSettings:
         return cls(max_steps=100, num_photos=60, sketches_per_photo=2, raster_size=160, image_size=144)
 
-
-def _synthetic_datasets(settings: DemoSettings, seed: int):
-    return load_fgsbir_pair(
-        "synthetic",
-        None,
-        validation_size=settings.validation_size,
-        seed=seed,
-        num_photos=settings.num_photos,
-        sketches_per_photo=settings.sketches_per_photo,
-        image_size=settings.raster_size,
-        test_fraction=settings.test_fraction,
-    )
+    def datasets(self, seed: int):
+        """The generated ``(sketches, photos)`` these settings train and score on."""
+        return load_fgsbir_pair(
+            "synthetic",
+            None,
+            validation_size=self.validation_size,
+            seed=seed,
+            num_photos=self.num_photos,
+            sketches_per_photo=self.sketches_per_photo,
+            image_size=self.raster_size,
+            test_fraction=self.test_fraction,
+        )
 
 
 def _embed_split(model, sketches, photos, image_size, device):
@@ -250,7 +250,7 @@ def run_demo(
         settings.max_steps = steps
     dev = resolve_device(device)
     if datasets is None:
-        datasets = _synthetic_datasets(settings, seed)
+        datasets = settings.datasets(seed)
     sketches, photos = datasets
     test = (sketches["test"], photos["test"])
     if (out / "demo_results.json").exists():
