@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..model_io import MODEL_FILES, load_model
 from ..run_folder import MODEL_CONFIG, RunFolder
 from .model_card import render_model_card
 from .staging import check_fresh_output, staged_output
-from .upload import resolve_token, scrub, token_if_any, upload_folder, validate_repo_id
+from .upload import build_and_upload, scrub, validate_repo_id
 
 __all__ = ["TrainedRun", "read_run_folder", "build_model_folder", "push_model"]
 
@@ -167,22 +166,18 @@ def push_model(
     validate_repo_id(repo_id)
     trained = read_run_folder(run)
     card_args = dict(repo_id=repo_id, license=license, dataset_repo_id=dataset_repo_id)
-    if dry_run is not None:
-        return str(build_model_folder(trained, dry_run, secrets=[token or token_if_any()], **card_args))
-    token = resolve_token(token)
-    with tempfile.TemporaryDirectory(prefix="fgsbir-push-") as tmp:
-        folder = build_model_folder(trained, Path(tmp) / "repo", secrets=[token], **card_args)
-        return upload_folder(
-            folder,
-            repo_id=repo_id,
-            repo_type="model",
-            token=token,
-            private=private,
-            revision=revision,
-            commit_message=commit_message or f"Upload {trained.path.name} with fgsbir push",
-            overwrite=overwrite,
-            marker=_WEIGHTS,
-            # A pickled copy from an earlier push would sit beside the safetensors weights; drop it.
-            delete_patterns=["*.bin", "*.pth"],
-            api=api,
-        )
+    return build_and_upload(
+        lambda folder, secrets: build_model_folder(trained, folder, secrets=secrets, **card_args),
+        dry_run=dry_run,
+        token=token,
+        repo_id=repo_id,
+        repo_type="model",
+        private=private,
+        revision=revision,
+        commit_message=commit_message or f"Upload {trained.path.name} with fgsbir push",
+        overwrite=overwrite,
+        marker=_WEIGHTS,
+        # A pickled copy from an earlier push would sit beside the safetensors weights; drop it.
+        delete_patterns=["*.bin", "*.pth"],
+        api=api,
+    )

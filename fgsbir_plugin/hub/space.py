@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
@@ -28,7 +27,7 @@ from ..app.service import SearchService
 from .card import front_matter, load_template
 from .model import build_model_folder, read_run_folder
 from .staging import staged_output
-from .upload import resolve_token, token_if_any, upload_folder, validate_repo_id
+from .upload import build_and_upload, validate_repo_id
 
 __all__ = ["build_space_folder", "push_space", "APP_PY", "default_requirement"]
 
@@ -171,23 +170,19 @@ def push_space(
         dataset_repo_id=dataset_repo_id,
         requirement=requirement,
     )
-    if dry_run is not None:
-        return str(build_space_folder(run, dry_run, secrets=[token or token_if_any()], **args))
-    token = resolve_token(token)
-    with tempfile.TemporaryDirectory(prefix="fgsbir-push-space-") as tmp:
-        folder = build_space_folder(run, Path(tmp) / "repo", secrets=[token], **args)
-        return upload_folder(
-            folder,
-            repo_id=repo_id,
-            repo_type="space",
-            token=token,
-            private=private,
-            revision=revision,
-            commit_message=commit_message
-            or f"Upload {Path(run).name} and its search page with fgsbir push --space",
-            overwrite=overwrite,
-            marker="app.py",
-            # Photos of an earlier gallery and pickled weights would linger beside the new ones; drop them.
-            delete_patterns=["photos/**", "*.bin", "*.pth"],
-            api=api,
-        )
+    return build_and_upload(
+        lambda folder, secrets: build_space_folder(run, folder, secrets=secrets, **args),
+        dry_run=dry_run,
+        token=token,
+        repo_id=repo_id,
+        repo_type="space",
+        private=private,
+        revision=revision,
+        commit_message=commit_message
+        or f"Upload {Path(run).name} and its search page with fgsbir push --space",
+        overwrite=overwrite,
+        marker="app.py",
+        # Photos of an earlier gallery and pickled weights would linger beside the new ones; drop them.
+        delete_patterns=["photos/**", "*.bin", "*.pth"],
+        api=api,
+    )

@@ -9,7 +9,9 @@ so a test can stand in for the Hub by replacing them there.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+import os
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import huggingface_hub
@@ -23,7 +25,15 @@ from huggingface_hub.utils import validate_repo_id as _hub_validate_repo_id
 
 from .. import __version__
 
-__all__ = ["PublishError", "validate_repo_id", "resolve_token", "token_if_any", "scrub", "upload_folder"]
+__all__ = [
+    "PublishError",
+    "validate_repo_id",
+    "resolve_token",
+    "token_if_any",
+    "scrub",
+    "upload_folder",
+    "build_and_upload",
+]
 
 
 class PublishError(RuntimeError):
@@ -192,3 +202,20 @@ def upload_folder(
     except (HfHubHTTPError, *_network_error_types()) as err:
         raise PublishError(scrub(str(explain(err, repo_id, kind, action)), [token])) from None
     return str(getattr(info, "commit_url", None) or info)
+
+
+def build_and_upload(
+    build: Callable[[Path, list[str | None]], Path],
+    *,
+    dry_run: str | os.PathLike | None,
+    token: str | None,
+    **upload_args,
+) -> str:
+    """Write the folder to publish with ``build(folder, secrets)`` (``secrets``: the token, which the folder
+    must not contain): into ``dry_run``, touching no network, and return that folder; else into a temporary
+    folder that :func:`upload_folder` publishes with ``upload_args``, and return the commit URL."""
+    if dry_run is not None:
+        return str(build(Path(dry_run), [token or token_if_any()]))
+    token = resolve_token(token)
+    with tempfile.TemporaryDirectory(prefix=f"fgsbir-push-{upload_args['repo_type']}-") as tmp:
+        return upload_folder(build(Path(tmp) / "repo", [token]), token=token, **upload_args)
