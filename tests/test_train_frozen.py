@@ -3,6 +3,7 @@
 import pytest
 import timm
 import torch
+from _train_fixtures import tiny_config
 from safetensors.torch import load_file
 
 import fgsbir_plugin  # noqa: F401
@@ -16,24 +17,17 @@ SMALL = dict(attention_chs=8, coarse_chs=8, hidden_dim=16, coarse_dim=8, fine_di
 
 
 def _cfg(out, **kw):
+    """tiny_config with a small DSSA-Lite0 whose trunk up to blocks.5 is frozen and its views cached."""
     base = dict(
-        data="tiny",
-        out=str(out),
         model="dssa_efficientnet_lite0",
         model_kwargs=dict(SMALL, renormalize=True),
         image_size=64,
-        batch_size=4,
-        epochs=2,
-        lr=1e-3,
-        progress=False,
-        log_every=1,
         save_every=0,
         freeze="trunk.blocks.5",
         cache_views=3,
         seed=0,
     )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_config(out, **{**base, **kw})
 
 
 @pytest.mark.parametrize("freeze", ["trunk", "trunk.blocks.5", "trunk.blocks.0"])
