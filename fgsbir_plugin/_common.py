@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as _serialize
 from safetensors.torch import save_file
 
 __all__ = [
@@ -167,10 +166,11 @@ _TENSORS_DIGEST = (
 
 
 def save_checked_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor]) -> None:
-    """Write ``tensors`` to a safetensors file, atomically, with the SHA-256 of their serialised form in the
-    file's own metadata, which :func:`load_checked_tensors` checks (one file: no record to fall out of step)."""
+    """Write ``tensors`` to a safetensors file, atomically, with their :func:`tensor_fingerprint` (SHA-256 of
+    names, dtypes, shapes and values) in the file's own metadata, which :func:`load_checked_tensors` checks
+    (one file: no record to fall out of step)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    digest = hashlib.sha256(_serialize(tensors)).hexdigest()
+    digest = tensor_fingerprint(tensors)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={_TENSORS_DIGEST: digest})
 
@@ -185,7 +185,7 @@ def load_checked_tensors(path: str | os.PathLike, fix: str) -> dict[str, torch.T
             tensors = {name: fh.get_tensor(name) for name in fh.keys()}
     except SafetensorError as err:
         raise ValueError(f"{path} is not a readable safetensors file ({err}); {fix}.") from None
-    if expected is not None and hashlib.sha256(_serialize(tensors)).hexdigest() != expected:
+    if expected is not None and tensor_fingerprint(tensors) != expected:
         raise ValueError(
             f"{path} does not match the checksum stored in it (the file is damaged or was edited); {fix}."
         )
