@@ -114,6 +114,19 @@ def test_codecs_encode_is_allowed_only_as_protocol_2_writes_it():
         load_numpy_pickle(good.replace(b"_codecs\nencode", b"_codecs\ndecode"))
 
 
+def test_empty_arrays_load_from_protocol_2_and_bytes_takes_no_argument():
+    # an empty stroke array (a blank sketch) has an empty buffer, which protocols 0-2 write as bytes()
+    for protocol in (0, 1, 2):
+        blob = pickle.dumps({"/train/a_1": np.zeros((0, 3))}, protocol=protocol)
+        out = load_numpy_pickle(blob)
+        assert out["/train/a_1"].shape == (0, 3) and out["/train/a_1"].dtype == np.float64
+    # bytes(n) would allocate n bytes: only the bare call is allowed
+    big = pickle.dumps(b"", protocol=2).replace(b")R", b"J\x00\x00\x00\x40\x85R")
+    assert any(op.name == "BININT" for op, _, _ in pickletools.genops(big))
+    with pytest.raises(ValueError, match=r"calls bytes with 1 argument\(s\)"):
+        load_numpy_pickle(big)
+
+
 # --------------------------------------------------------------------------- reader options
 
 

@@ -3,8 +3,8 @@
 A pickle names the callables it wants invoked while loading; plain ``pickle.load`` imports
 and calls whatever it names (``os.system``, ``builtins.eval``, ...). ``NumpyOnlyUnpickler``
 resolves exactly the globals numpy itself writes for a plain array -- plus, for pickle
-protocols 0 to 2, the ``_codecs.encode`` call those protocols use to store bytes -- and refuses
-every other one before anything is called.
+protocols 0 to 2, the ``_codecs.encode`` and empty ``bytes()`` calls those protocols use to store
+bytes -- and refuses every other one before anything is called.
 """
 
 from __future__ import annotations
@@ -47,12 +47,27 @@ def _latin1_bytes(text: str, encoding: str) -> bytes:
     return text.encode("latin1")
 
 
+def _empty_bytes(*args) -> bytes:
+    """``bytes()`` as pickle protocols 0-2 call it for an empty buffer (an empty array's data), and only so.
+
+    Any argument is refused: ``bytes(n)`` would let a pickle allocate ``n`` bytes.
+    """
+    if args:
+        raise pickle.UnpicklingError(
+            f"the pickle calls bytes with {len(args)} argument(s), not the bare bytes() that pickle "
+            "protocols 0-2 write for an empty buffer"
+        )
+    return b""
+
+
 ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): _safe_dtype,
     ("_codecs", "encode"): _latin1_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
 }
 """(module, name) -> the object it resolves to; everything else is refused."""
 
