@@ -7,7 +7,6 @@ seed has none (null in the JSON, the mean alone in the Markdown).
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,7 +95,7 @@ def write_tables(
     results_dir: Path, name: str, bench: dict, refs: Sequence[DatasetRef], rows: list[dict], run: dict
 ) -> dict[str, Any]:
     """Write ``<results_dir>/<name>.json`` and ``.md``; ``run`` describes this invocation. Returns the JSON."""
-    from fgsbir_plugin._common import atomic_write_bytes
+    from report_files import write_report
 
     paper = {
         r.name: {label: {"acc1": a1, "acc10": a10} for label, (a1, a10) in PAPER[r.name].items()}
@@ -117,10 +116,7 @@ def write_tables(
         "config": bench,
         "rows": rows,
     }
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(results_dir / f"{name}.json", (json.dumps(table, indent=2) + "\n").encode())
-    atomic_write_bytes(results_dir / f"{name}.md", render_markdown(table).encode())
+    write_report(Path(results_dir) / f"{name}.json", table, render_markdown(table))
     return table
 
 

@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from report_files import write_report
 
-from fgsbir_plugin._common import atomic_write_bytes
 from fgsbir_plugin.app import SearchService, build_page, ensure_default_assets, launch_page
 from fgsbir_plugin.model_io import load_model
 from fgsbir_plugin.run_folder import RunFolder
@@ -236,10 +236,8 @@ def main(argv=None) -> int:
         "commit": (git_commit() or "unknown")[:7],
         "command": "python benchmarks/app_latency.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:]),
     }
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_bytes(RESULTS / "app_latency.json", (json.dumps(result, indent=2) + "\n").encode())
     text = _markdown(result)
-    atomic_write_bytes(RESULTS / "app_latency.md", text.encode())
+    write_report(RESULTS / "app_latency.json", result, text)
     print(text)
     return 0
 

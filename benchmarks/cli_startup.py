@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import shutil
@@ -26,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from fgsbir_plugin._common import atomic_write_bytes
+from report_files import write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_S = 1.0
@@ -82,8 +81,6 @@ def main(argv=None) -> int:
         + (f" --repeats {args.repeats}" if args.repeats != 5 else ""),
         "python": platform.python_version(),
     }
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_bytes(RESULTS / "cli_startup.json", (json.dumps(result, indent=2) + "\n").encode())
     lines = [
         "# Command-line start-up",
         "",
@@ -104,7 +101,7 @@ def main(argv=None) -> int:
         f"{'met' if result['all_cli_jobs_under_target'] else 'NOT met'}.",
         "",
     ]
-    atomic_write_bytes(RESULTS / "cli_startup.md", "\n".join(lines).encode())
+    write_report(RESULTS / "cli_startup.json", result, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

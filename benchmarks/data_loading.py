@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import subprocess
@@ -29,7 +28,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fgsbir_plugin._common import atomic_write_bytes, default_data_dir
+from report_files import write_report
+
+from fgsbir_plugin._common import default_data_dir
 from fgsbir_plugin.data import load_fgsbir_pair
 from fgsbir_plugin.data.qmul_v2 import read_strokes
 from fgsbir_plugin.data.rasterize import encode_png, rasterize_strokes
@@ -105,8 +106,6 @@ def main(argv=None) -> int:
         + (f" --repeats {args.repeats}" if args.repeats != 5 else ""),
         "python": platform.python_version(),
     }
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_bytes(RESULTS / "data_loading.json", (json.dumps(result, indent=2) + "\n").encode())
     lines = [
         "# Data loading benchmark",
         "",
@@ -125,7 +124,7 @@ def main(argv=None) -> int:
         f"{result['thread_speedup_chairv2']}x.",
         "",
     ]
-    atomic_write_bytes(RESULTS / "data_loading.md", "\n".join(lines).encode())
+    write_report(RESULTS / "data_loading.json", result, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

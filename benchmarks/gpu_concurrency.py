@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as _dt
-import json
 import multiprocessing as mp
 import os
 import sys
@@ -212,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     sys.path[:0] = [str(BENCH), str(REPO)]
     import torch
+    from report_files import write_report
 
-    from fgsbir_plugin._common import atomic_write_bytes
     from fgsbir_plugin.runtime import describe_device, git_commit
 
     rows = measure(args)
@@ -232,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "best_procs": best_procs(rows),
     }
     out = Path(args.out)
-    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(report, indent=2) + "\n").encode())
-    atomic_write_bytes(out.with_suffix(".md"), _markdown(report).encode())
+    write_report(out.with_suffix(".json"), report, _markdown(report))
     print(f"best_procs {report['best_procs']}; wrote {out.with_suffix('.json')} and .md")
     return 0
 

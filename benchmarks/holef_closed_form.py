@@ -48,8 +48,8 @@ import time
 from pathlib import Path
 
 import torch
+from report_files import write_report
 
-from fgsbir_plugin._common import atomic_write_bytes
 from fgsbir_plugin.holef import holef_distance_matrix
 
 SIZES = [(64, 64, 256), (128, 128, 512), (1024, 1024, 512)]
@@ -370,8 +370,7 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
 
-    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(result, indent=2) + "\n").encode())
-    atomic_write_bytes(out.with_suffix(".md"), _markdown(result).encode())
+    write_report(out.with_suffix(".json"), result, _markdown(result))
     print(f"wrote {out.with_suffix('.json')} and .md in {result['wall_s']} s")
     return 0
 

@@ -44,6 +44,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
+from report_files import write_report
 
 from fgsbir_plugin.search import GalleryIndex
 
@@ -247,7 +248,7 @@ def _serialize(index: GalleryIndex):
     return faiss.serialize_index(index._index)
 
 
-def write_markdown(report: dict, path: Path) -> None:
+def markdown(report: dict) -> str:
     lines = [
         "# Gallery search benchmark",
         "",
@@ -279,7 +280,7 @@ def write_markdown(report: dict, path: Path) -> None:
         lines += ["", "Not run:", ""]
         lines += [f"- N={r['size']:,} {r['method']}: {r['reason']}" for r in report["not_run"]]
     lines += ["", f"Peak resident memory of the benchmark process: {report['peak_rss_gib']:.2f} GiB.", ""]
-    path.write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -336,9 +337,7 @@ def main(argv=None) -> int:
         if "faiss_flat_holef" in q and "faiss_flat_l2" in q:
             report["holef_over_l2_qps"][str(n)] = q["faiss_flat_holef"] / q["faiss_flat_l2"]
     report["peak_rss_gib"] = max(peak_rss_gib(), report.get("peak_rss_gib", 0.0))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    write_markdown(report, out.with_suffix(".md"))
+    write_report(out.with_suffix(".json"), report, markdown(report))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from report_files import write_report
 from torch import nn
 
-from fgsbir_plugin._common import atomic_write_bytes
 from fgsbir_plugin.data import synthetic
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -296,11 +296,7 @@ def main(argv=None) -> int:
     }
     print(json.dumps(result, indent=1))
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(
-            RESULTS / "synthetic_difficulty.json", (json.dumps(result, indent=1) + "\n").encode()
-        )
-        atomic_write_bytes(RESULTS / "synthetic_difficulty.md", render_md(result).encode())
+        write_report(RESULTS / "synthetic_difficulty.json", result, render_md(result), indent=1)
     return 0
 
 

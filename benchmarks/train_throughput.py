@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,9 +24,9 @@ from pathlib import Path
 import timm
 import torch
 from pytorch_metric_learning import losses
+from report_files import write_report
 
 import fgsbir_plugin  # noqa: F401  (registers the DSSA family)
-from fgsbir_plugin._common import atomic_write_bytes
 from fgsbir_plugin.embedding import embedding_dim, forward_embed, model_input_spec
 from fgsbir_plugin.holef import HOLEFDistance
 from fgsbir_plugin.runtime import describe_device
@@ -304,8 +303,7 @@ def main(argv=None) -> int:
         "rows": rows,
     }
     out = Path(args.out)
-    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(report, indent=2) + "\n").encode())
-    atomic_write_bytes(out.with_suffix(".md"), markdown(report, st["device"].type).encode())
+    write_report(out.with_suffix(".json"), report, markdown(report, st["device"].type))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0
 
