@@ -38,9 +38,10 @@ from accuracy_config import (
     validation_size,
 )
 from accuracy_scoring import DIAGNOSTIC_KEYS, score_test_split
+from report_files import write_json
 
 import fgsbir_plugin  # noqa: F401  (registers the DSSA family with timm)
-from fgsbir_plugin._common import atomic_write_bytes, load_checked_tensors
+from fgsbir_plugin._common import load_checked_tensors
 from fgsbir_plugin.data import carve_validation, load_fgsbir_pair
 from fgsbir_plugin.model_io import load_model
 from fgsbir_plugin.models.efficientnet_lite_import import load_efficientnet_lite0_imagenet
@@ -411,5 +412,5 @@ def run_cell(h: Harness, ref: DatasetRef, name: str, seed: int) -> dict[str, Any
         record = _trained_cell(h, ref, name, seed)
     if record["computed_with_seed"] == seed:
         record["wall_s"] = round(time.perf_counter() - t0, 2)
-    atomic_write_bytes(h.cell_path(ref.name, name, seed), (json.dumps(record, indent=1) + "\n").encode())
+    write_json(h.cell_path(ref.name, name, seed), record, indent=1)
     return record

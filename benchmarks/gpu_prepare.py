@@ -43,6 +43,7 @@ from accuracy_config import (
 from compact_data import folder_bytes, verify_export, write_export
 from gpu_run import BENCHES, bench_done
 from gpu_suite import CARRY, DEVICE_COMMAND, EXPORT_ROOT, GPU_CONFIG, REPO, RESULTS, TIMEOUT_S, WHEELS
+from report_files import write_json, write_report
 
 from fgsbir_plugin._common import atomic_write_bytes, default_data_dir
 from fgsbir_plugin.data import load_fgsbir_pair
@@ -157,7 +158,7 @@ def prepare(args, log) -> int:
         "note": "derived from the datasets: never commit it",
         "datasets": infos,
     }
-    atomic_write_bytes(EXPORT_ROOT / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
+    write_json(EXPORT_ROOT / "manifest.json", manifest, indent=1)
     want_faiss = not bench_done(args.results_dir / "search_gpu.json")
     prepare_wheels(want_faiss, log)
     sizes = _sizes()
@@ -278,8 +279,7 @@ def record_call(call: dict[str, Any], results: Path, results_name: str) -> Path:
     calls = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
     if call["call"] not in {c["call"] for c in calls}:
         calls.append(call)
-    atomic_write_bytes(path, (json.dumps(calls, indent=1) + "\n").encode())
-    atomic_write_bytes(path.with_suffix(".md"), render_calls(calls, results, results_name).encode())
+    write_report(path, calls, render_calls(calls, results, results_name), indent=1)
     return path
 
 
@@ -300,7 +300,7 @@ def fold_gpu_throughput(results: Path) -> list[Path]:
 
     report = json.loads(cpu_path.read_text(encoding="utf-8"))
     report["gpu"] = gpu
-    atomic_write_bytes(cpu_path, (json.dumps(report, indent=2) + "\n").encode())
+    write_json(cpu_path, report)
     md_path = cpu_path.with_suffix(".md")
     md = md_path.read_text(encoding="utf-8").split(GPU_SECTION)[0].rstrip("\n")
     table = throughput_markdown(gpu, "cuda").split("\n", 1)[1]  # without its title
