@@ -31,9 +31,10 @@ def _load(name: str):
 
 
 # In dependency order: each module imports the ones before it.
-config, scoring, cells, report, figures, acc = (
+_files, config, scoring, cells, report, figures, acc = (
     _load(n)
     for n in (
+        "report_files",
         "accuracy_config",
         "accuracy_scoring",
         "accuracy_cells",
