@@ -3,9 +3,10 @@
 #
 # The device runs `python3 benchmarks/gpu_suite.py --budget-s 480 --out $OUT` in a bare copy of the working
 # tree (no .git, no ../shared, no registry) with its own Python and packages (Python 3.12, torch 2.11.0,
-# torchvision 0.26.0, numpy 2.5.2, safetensors 0.8.0, huggingface_hub 1.33.0: /work/.library/device/KINDS.md,
-# 2026-11) and the carried .data/gpu and .whl. This script rebuilds that here as far as a CPU can:
-#   1. a virtual environment with those versions (once; ~5 GiB, ~2 min from the registry; kept in
+# torchvision 0.26.0, numpy 2.5.2, safetensors 0.8.0, huggingface_hub 1.33.0 in 2026-11; read afresh from
+# /work/.library/device/KINDS.md, or $FGSBIR_DEVICE_KINDS, at each run) and the carried .data/gpu and .whl.
+# This script rebuilds that here as far as a CPU can:
+#   1. a virtual environment with those versions (once per set of versions; ~5 GiB, ~2 min; kept in
 #      $FGSBIR_DEVICE_ENV, default ~/.cache/fgsbir/device-env) -- torch's CUDA build, which runs on the CPU;
 #   2. a copy of what a call sends: the files git tracks or would add, plus .data/gpu and .whl;
 #   3. the device command in that copy with a clean environment, `--device cpu` and a short budget
@@ -24,7 +25,23 @@ repo=$(git rev-parse --show-toplevel)
 cd "$repo"
 budget=${BUDGET:-150}
 venv=${FGSBIR_DEVICE_ENV:-$HOME/.cache/fgsbir/device-env}
+# The device's versions, read from the device tool's KINDS.md ('pip list, as a session saw it') when it is
+# there, so that the rehearsal follows the device image; else the versions it named in 2026-11.
+kinds=${FGSBIR_DEVICE_KINDS:-/work/.library/device/KINDS.md}
 pins="torch==2.11.0 torchvision==0.26.0 numpy==2.5.2 safetensors==0.8.0 huggingface_hub==1.33.0"
+if [ -f "$kinds" ]; then
+  read_pins=$(python3 - "$kinds" <<'PY'
+import re, sys
+text = open(sys.argv[1], encoding="utf-8").read()
+row = next((line for line in text.splitlines() if "pip list" in line and "torch " in line), "")
+names = ("torch", "torchvision", "numpy", "safetensors", "huggingface_hub")
+found = {n: re.search(rf"(?<![\w-]){re.escape(n)} (\d[\w.+]*?)(?=[,;| ]|$)", row) for n in names}
+if all(found.values()):
+    print(" ".join(f"{n}=={found[n].group(1)}" for n in names))
+PY
+  )
+  if [ -n "$read_pins" ]; then pins=$read_pins; else echo "[rehearse] no versions found in $kinds; using: $pins"; fi
+fi
 # The device image's other packages that the suite and the carried wheels import (their versions unpinned).
 others="pillow pyyaml pyarrow pandas fsspec requests tqdm filelock xxhash packaging scipy scikit-learn matplotlib"
 
