@@ -64,11 +64,13 @@ def _session(args, workdir: str):
 def _worker(rank: int, args, commands, results) -> None:
     """Build the session, then answer the parent's commands: ("warm", steps), ("go", seconds), None."""
     import torch
+    from gpu_schedule import cpu_share
 
     from fgsbir_plugin.train.loop import train_step
 
-    if args.device == "cpu":
-        torch.set_num_threads(args.threads)
+    # On the GPU each process gets its share of the CPU cores, as the suite's cell workers do (decoding,
+    # validation transforms); torch's default would give every process all of them.
+    torch.set_num_threads(args.threads if args.device == "cpu" else cpu_share(max(args.procs)))
     with tempfile.TemporaryDirectory(prefix="gpu_concurrency_") as workdir:
         try:
             s, batches = _session(args, workdir)
@@ -128,9 +130,10 @@ def measure(args) -> list[dict]:
     rows = []
     try:
         _collect(results, list(range(n)), "ready", args.timeout_s)
-        for q in commands:
+        # One process at a time, so that cuDNN's autotuning picks its kernels without the others' load.
+        for rank, q in enumerate(commands):
             q.put(("warm", args.warmup))
-        _collect(results, list(range(n)), "warm", args.timeout_s)
+            _collect(results, [rank], "warm", args.timeout_s)
         for p_count in args.procs:
             for q in commands[:p_count]:
                 q.put(("go", args.seconds))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import json
 import multiprocessing as mp
-import os
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -32,7 +31,7 @@ import torch
 from accuracy_cells import Harness, run_cell
 from accuracy_config import dataset_ref, load_benchmark_config, results_name_for
 from gpu_probe import GpuMonitor
-from gpu_schedule import Cell, Estimator, next_cell
+from gpu_schedule import Cell, Estimator, cpu_share, next_cell
 from gpu_train import OutOfTime, train_on_device
 
 from fgsbir_plugin.run_folder import RunFolder
@@ -148,10 +147,11 @@ class CellProgress:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(threads: int | None) -> None:
+def _init_worker(threads: int, cuda: bool) -> None:
     datasets.disable_progress_bars()
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    # as the suite's own process does (gpu_run.main) and the concurrency probe measured
+    torch.backends.cudnn.benchmark = cuda
 
 
 def cell_job(spec: JobSpec, cell: Cell) -> dict[str, Any]:
@@ -164,11 +164,14 @@ def cell_job(spec: JobSpec, cell: Cell) -> dict[str, Any]:
 
 def run_parallel(spec: JobSpec, progress: CellProgress, workers: int, time_left, monitor: GpuMonitor) -> bool:
     """Run the pending cells ``workers`` at a time while they fit; True when the pool broke (a worker died)."""
-    threads = None if spec.device.startswith("cuda") else max(1, (os.cpu_count() or 1) // workers)
     running: dict[Future, tuple[Cell, dict[str, Any], float]] = {}
     broken = stop = False
     pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(threads,)
+        max_workers=workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_init_worker,
+        # each worker its share of the cores, on the GPU too (decoding and validation transforms run there)
+        initargs=(cpu_share(workers), spec.device.startswith("cuda")),
     )
     with pool, monitor:
         while True:

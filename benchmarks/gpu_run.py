@@ -20,12 +20,14 @@ interface). A run:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -216,16 +218,23 @@ def _run_subprocess(cmd: list[str], timeout_s: float, log) -> dict[str, Any]:
         return {"status": "not started: no time left"}
     log(f"[gpu-suite] $ {' '.join(cmd)}  (limit {timeout_s:.0f} s)")
     t0 = time.monotonic()
+    # A session of its own, so that at the limit its whole process group goes: a benchmark's spawned
+    # workers (the concurrency probe's) would otherwise outlive it and keep their CUDA contexts.
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired as err:
-        out = err.stdout or ""  # bytes on some platforms even with text=True
-        log(out.decode(errors="replace") if isinstance(out, bytes) else out)
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        log(out)
         return {
             "status": f"stopped at its limit of {timeout_s:.0f} s",
             "wall_s": round(time.monotonic() - t0, 1),
         }
-    log(proc.stdout + proc.stderr)
+    log(out)
     status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
     return {"status": status, "wall_s": round(time.monotonic() - t0, 1)}
 

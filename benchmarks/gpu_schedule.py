@@ -19,10 +19,16 @@ first pending cell in priority order that fits, so a smaller cell further down f
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 HEADLINE = ("triplet", "dssa_full")
+
+
+def cpu_share(processes: int, cores: int | None = None) -> int:
+    """CPU threads for each of ``processes`` processes that share this machine's cores (at least 1)."""
+    return max(1, (cores or os.cpu_count() or 1) // max(1, processes))
 
 
 @dataclass(frozen=True)

@@ -262,6 +262,69 @@ def test_the_benchmark_subprocesses_import_this_tree_without_an_installed_packag
     assert Path(proc.stdout.strip()).parent == REPO / "fgsbir_cli"
 
 
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a killed process nobody has reaped yet shows as a zombie: not alive)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+def test_a_benchmark_stopped_at_its_limit_takes_its_worker_processes_with_it(tmp_path):
+    # The concurrency probe's spawned workers block forever once their parent is gone; a killed benchmark
+    # must not leave them holding the GPU for the rest of the call.
+    pid_file = tmp_path / "worker.pid"
+    script = (
+        "import subprocess, sys, time; "
+        "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(w.pid)); print('started', flush=True); time.sleep(300)"
+    )
+    lines = []
+    entry = gpu_run._run_subprocess([sys.executable, "-c", script], 10, lines.append)
+    assert entry["status"] == "stopped at its limit of 10 s" and "started" in "".join(lines)
+    worker = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker)
+
+
+def test_holef_benchmark_children_find_packages_that_only_the_parents_pythonpath_names(tmp_path):
+    # The device's Python has torch but not pytorch-metric-learning: the suite installs the carried wheels
+    # into a folder named only by PYTHONPATH. Here: the base interpreter (no site-packages of this venv),
+    # with the venv's site-packages and the repository on PYTHONPATH. The children used to get PYTHONPATH=<repo> alone, could
+    # not import the package, and the run still wrote a report and exited 0.
+    import site
+
+    base = getattr(sys, "_base_executable", sys.executable)
+    if subprocess.run([base, "-c", "import torch"], capture_output=True).returncode == 0:
+        pytest.skip("the base interpreter imports torch by itself: it cannot stand for the device's Python")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*site.getsitepackages(), str(REPO)]))  # as use_paths
+    out = tmp_path / "holef"
+    cmd = [base, str(BENCH / "holef_closed_form.py"), "--devices", "cpu", "--sizes", "4x4x8", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert {r["status"] for r in rows} == {"ok"} and len(rows) == 3
+
+
+def test_holef_benchmark_exits_nonzero_when_a_case_breaks_but_not_when_the_gpu_runs_out_of_memory(
+    tmp_path, monkeypatch
+):
+    import holef_closed_form as hcf
+
+    def child(reason):
+        return lambda *a: {"status": "failed", "reason": reason}
+
+    argv = ["--devices", "cpu", "--sizes", "4x4x8", "--out", str(tmp_path / "r")]
+    monkeypatch.setattr(hcf, "_run_child", child("exit code 1: ModuleNotFoundError: No module named 'x'"))
+    assert hcf.main(argv) == 1
+    assert (tmp_path / "r.json").is_file()  # kept for reading; the suite does not bundle a failed run
+    monkeypatch.setattr(hcf, "_run_child", child("torch.OutOfMemoryError: CUDA out of memory."))
+    assert hcf.main(argv) == 0
+
+
 @pytest.mark.slow
 def test_the_smoke_run_writes_the_bundle_and_unpacks_into_tables(tmp_path):
     out = tmp_path / "out"
