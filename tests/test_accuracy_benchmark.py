@@ -43,6 +43,7 @@ _files, config, scoring, cells, report, figures, acc = (
         "accuracy",
     )
 )
+lr_sweep = _load("lr_sweep")
 
 ROW_KEYS = {
     "dataset", "method", "label", "seeds", "per_seed", "acc1_mean", "acc1_std", "acc10_mean", "acc10_std",
@@ -297,6 +298,50 @@ def _effective(bench: dict, name: str) -> dict:
 
 def _differences(a: dict, b: dict) -> set[str]:
     return {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+
+
+def test_lr_sweep_chooses_the_best_mean_and_the_smaller_rate_on_a_tie():
+    table = {"a": {"0.001": 40.0, "0.003": 45.0}, "b": {"0.003": 50.0, "0.001": 50.0}, "c": {}}
+    assert lr_sweep.choose(table) == {"a": "0.003", "b": "0.001"}
+    bench = config.load_benchmark_config(CPU)
+    derived = lr_sweep.config_with_lr(bench, ["triplet", "clip_finetuned"], 3e-3)
+    assert derived["train"]["lr"] == 3e-3 and derived["methods"]["clip_finetuned"]["train"]["lr"] == 3e-3
+    assert derived["methods"]["triplet"] == bench["methods"]["triplet"] and bench["train"]["lr"] == 1e-3
+
+
+@pytest.mark.slow
+def test_lr_sweep_reads_validation_only_and_reuses_the_protocols_own_cells(tmp_path):
+    protocol = tmp_path / "protocol"
+    assert acc.main(["--config", str(SMOKE), "--results-dir", str(protocol), "--runs-dir", str(tmp_path / "pr"),
+                     "--methods", "triplet", "--seeds", "0", "--no-plots"]) == 0  # fmt: skip
+    out = tmp_path / "sweep"
+    argv = ["--config", str(SMOKE), "--lrs", "1e-3", "3e-3", "--methods", "triplet,dssa_full", "--seeds", "0",
+            "--work", str(tmp_path / "work"), "--protocol-results", str(protocol), "--out", str(out)]  # fmt: skip
+    assert lr_sweep.main(argv) == 0
+    own = cells.cell_path(protocol, "accuracy_smoke", "synthetic", "triplet", 0)
+    copied = cells.cell_path(
+        tmp_path / "work" / "results", "accuracy_smoke_lr0.001", "synthetic", "triplet", 0
+    )
+    assert copied.read_bytes() == own.read_bytes()  # same settings: the protocol's cell, not trained again
+    faster = cells.cell_path(
+        tmp_path / "work" / "results", "accuracy_smoke_lr0.003", "synthetic", "triplet", 0
+    )
+    rec = json.loads(faster.read_text())
+    assert rec["config"]["train"]["lr"] == 3e-3 and rec["settings"]["train"]["lr"] == 3e-3
+    report = json.loads(out.with_suffix(".json").read_text())
+    for method in ("triplet", "dssa_full"):
+        by_lr = report["validation_acc1"][method]
+        assert set(by_lr) == {"0.001", "0.003"}
+        best = max(report["mean_validation_acc1"][method].values())
+        assert report["mean_validation_acc1"][method][report["chosen_lr"][method]] == best
+    assert report["validation_acc1"]["triplet"]["0.003"]["synthetic"]["0"] == pytest.approx(
+        rec["selection"]["best_val_acc1_acc10"][0]
+    )
+    assert report["protocol_lr"] == {"triplet": "0.001", "dssa_full": "0.001"}
+    assert "**chosen**" in out.with_suffix(".md").read_text() and "acc@10" not in json.dumps(report)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "work" / "results").rglob("seed*.json")}
+    assert lr_sweep.main(argv) == 0  # every cell done: nothing trained again
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "work" / "results").rglob("seed*.json")} == before
 
 
 @pytest.mark.parametrize("path", [CPU, GPU])

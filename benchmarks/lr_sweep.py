@@ -1,0 +1,208 @@
+"""Learning-rate sweep on the validation splits: how a protocol's per-method learning rate is chosen.
+
+For each learning rate of ``--lrs``, every method of ``--methods`` is trained on every dataset and seed of
+the config with that rate and the config's other settings unchanged, by ``benchmarks/accuracy.py`` into
+``<work>/results/<results name>_lr<lr>/``. A cell made with the same settings already exists in the
+protocol's own results (the config's rate) is copied rather than trained again.
+
+Only the figure each cell chose its model by is read: ``selection.best_val_acc1_acc10``, on the validation
+split carved from train. The test figures the cells also hold are never read here. Per method, the rate
+with the best validation acc@1 averaged over datasets and seeds is chosen (a tie goes to the smaller
+rate); every method gets the same grid and the same rule. The table goes to ``<out>.json`` and ``.md``.
+
+Usage (repo root):
+  python benchmarks/lr_sweep.py --config benchmarks/accuracy_configs/cpu.yaml --lrs 3e-4 1e-3 3e-3
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as _dt
+import shlex
+import shutil
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from accuracy_cells import Harness, read_cell, stale_cell
+from accuracy_config import (
+    DEFAULT_RESULTS,
+    REPO,
+    dataset_ref,
+    is_trained,
+    load_benchmark_config,
+    repo_relative,
+    results_name_for,
+    train_values,
+)
+from report_files import write_json, write_report
+
+from fgsbir_plugin._common import default_data_dir
+
+
+def lr_label(lr: float) -> str:
+    return f"{lr:g}"
+
+
+def config_with_lr(bench: dict, methods: Sequence[str], lr: float) -> dict:
+    """``bench`` with every method of ``methods`` trained at ``lr``, nothing else changed.
+
+    The shared ``train.lr`` is set (so a method without a rate of its own is described exactly as in the
+    protocol), and a method of ``methods`` that names its own rate gets ``lr`` there.
+    """
+    out = copy.deepcopy(bench)
+    out["train"]["lr"] = lr
+    for name in methods:
+        own = out["methods"][name].get("train") or {}
+        if "lr" in own:
+            own["lr"] = lr
+    return out
+
+
+def choose(table: dict[str, dict[str, float]]) -> dict[str, str]:
+    """Per method, the rate (label) with the highest mean validation acc@1; a tie: the smaller rate."""
+    return {
+        method: max(sorted(by_lr, key=float), key=lambda lr: (by_lr[lr], -float(lr)))
+        for method, by_lr in table.items()
+        if by_lr
+    }
+
+
+def _validation_acc1(rec: dict | None) -> float | None:
+    sel = (rec or {}).get("selection") or {}
+    if sel.get("split") != "validation" or not sel.get("best_val_acc1_acc10"):
+        return None
+    return float(sel["best_val_acc1_acc10"][0])
+
+
+def sweep(args) -> dict[str, Any]:
+    import accuracy
+
+    bench = load_benchmark_config(args.config)
+    methods = args.methods or [
+        m for m, spec in bench["methods"].items() if is_trained(spec) and spec["kind"] == "timm"
+    ]
+    unknown = [m for m in methods if m not in bench["methods"] or not is_trained(bench["methods"][m])]
+    if unknown:
+        raise ValueError(f"--methods {unknown} are not trained methods of {args.config}; name trained ones.")
+    datasets = args.datasets or list(bench["datasets"])
+    seeds = args.seeds or [int(s) for s in bench["seeds"]]
+    name = results_name_for(args.config)
+    work = Path(args.work or REPO / "runs" / f"lr_sweep_{name}")
+    data_dir = args.data_dir or (str(default_data_dir()) if default_data_dir() else None)
+    protocol = Harness(bench, Path(args.protocol_results), name, work / "unused")
+    cells: dict[str, dict[str, dict[str, dict[int, float | None]]]] = {m: {} for m in methods}
+    for lr in args.lrs:
+        label = lr_label(lr)
+        derived = config_with_lr(bench, methods, lr)
+        cfg_path = write_json(work / "configs" / f"{Path(args.config).stem}_lr{label}.json", derived)
+        h = Harness(derived, work / "results", results_name_for(cfg_path), work / f"runs_lr{label}")
+        for d in datasets:
+            ref = dataset_ref(d, derived, data_dir)
+            for m in methods:
+                for seed in seeds:
+                    # the protocol's own cell, made with exactly these settings, is this cell
+                    rec = read_cell(protocol.cell_path(ref.name, m, seed))
+                    target = h.cell_path(ref.name, m, seed)
+                    if rec is not None and not stale_cell(h, ref, m, seed, rec) and not target.is_file():
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(protocol.cell_path(ref.name, m, seed), target)
+        run_args = ["--config", str(cfg_path), "--results-dir", str(work / "results")]
+        run_args += ["--runs-dir", str(h.runs_dir), "--methods", ",".join(methods), "--no-plots"]
+        run_args += ["--datasets", ",".join(datasets), "--seeds", ",".join(map(str, seeds))]
+        if args.data_dir:
+            run_args += ["--data-dir", args.data_dir]
+        print(f"[lr-sweep] lr {label}: python benchmarks/accuracy.py {shlex.join(run_args)}", flush=True)
+        accuracy.main(run_args)
+        for d in datasets:
+            ref = dataset_ref(d, derived, data_dir)
+            for m in methods:
+                per_seed = {s: _validation_acc1(read_cell(h.cell_path(ref.name, m, s))) for s in seeds}
+                cells[m].setdefault(label, {})[ref.name] = per_seed
+    means = {
+        m: {
+            lr: statistics.mean(v for per_seed in by_ds.values() for v in per_seed.values() if v is not None)
+            for lr, by_ds in by_lr.items()
+            if any(v is not None for per_seed in by_ds.values() for v in per_seed.values())
+        }
+        for m, by_lr in cells.items()
+    }
+    chosen = choose(means)
+    base = {m: lr_label(float(train_values(bench, bench["methods"][m])["lr"])) for m in methods}
+    return {
+        "benchmark": f"{name}_lr_sweep",
+        "config": repo_relative(args.config),
+        "command": shlex.join(["python", "benchmarks/lr_sweep.py", *args.argv]),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "rule": "per method, the rate with the highest validation acc@1 averaged over datasets and seeds "
+        "(tie: the smaller rate); the same grid for every method; test figures are not read",
+        "lrs": [lr_label(lr) for lr in args.lrs],
+        "datasets": datasets,
+        "seeds": seeds,
+        "validation_acc1": cells,
+        "mean_validation_acc1": means,
+        "protocol_lr": base,
+        "chosen_lr": chosen,
+    }
+
+
+def markdown(report: dict) -> str:
+    lrs, datasets = report["lrs"], report["datasets"]
+    lines = [
+        f"# Learning-rate sweep: {report['config']}",
+        "",
+        f"Validation acc@1 (the split carved from train that picks each cell's model), mean over seeds "
+        f"{', '.join(map(str, report['seeds']))}; test figures are not read. Rule: {report['rule']}.",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Written: {report['date']}",
+        "",
+        "| method | lr | " + " | ".join(datasets) + " | mean | |",
+        "| --- | --- | " + " | ".join("---:" for _ in datasets) + " | ---: | --- |",
+    ]
+    for m, by_lr in report["validation_acc1"].items():
+        for lr in lrs:
+            by_ds = by_lr.get(lr, {})
+            row = []
+            for d in datasets:
+                vals = [v for v in by_ds.get(d, {}).values() if v is not None]
+                row.append(f"{statistics.mean(vals):.1f}" if vals else "—")
+            mean = report["mean_validation_acc1"][m].get(lr)
+            mark = "**chosen**" if report["chosen_lr"].get(m) == lr else ""
+            mark += " (protocol's before)" if report["protocol_lr"].get(m) == lr else ""
+            lines.append(
+                f"| {m} | {lr} | "
+                + " | ".join(row)
+                + f" | {'—' if mean is None else f'{mean:.1f}'} | {mark} |"
+            )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="the protocol's benchmark config")
+    p.add_argument("--lrs", type=float, nargs="+", required=True, help="learning rates to try")
+    p.add_argument(
+        "--methods", type=lambda s: s.split(","), default=None, help="default: trained timm methods"
+    )
+    p.add_argument("--datasets", type=lambda s: s.split(","), default=None)
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--work", default=None, help="configs, cells and runs (default runs/lr_sweep_<name>)")
+    p.add_argument("--protocol-results", default=str(DEFAULT_RESULTS), help="where the protocol's cells are")
+    p.add_argument("--out", default=None, help="writes OUT.json and OUT.md (default results/<name>_lr_sweep)")
+    args = p.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
+    report = sweep(args)
+    out = Path(args.out) if args.out else DEFAULT_RESULTS / report["benchmark"]
+    write_report(out.with_suffix(".json"), report, markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
