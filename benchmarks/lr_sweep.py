@@ -8,10 +8,16 @@ protocol's own results (the config's rate) is copied rather than trained again.
 Only the figure each cell chose its model by is read: ``selection.best_val_acc1_acc10``, on the validation
 split carved from train. The test figures the cells also hold are never read here. Per method, the rate
 with the best validation acc@1 averaged over datasets and seeds is chosen (a tie goes to the smaller
-rate); every method gets the same grid and the same rule. The table goes to ``<out>.json`` and ``.md``.
+rate); every method gets the same grid and the same rule. A rate counts for a method only when all its
+cells (every dataset and seed) are there. Where a method's best rate is the largest of the grid, the grid
+is extended for that method: run the next rate with ``--methods`` naming those methods, then the whole
+grid with ``--aggregate-only``, which reads the cells there are and trains none. The table goes to
+``<out>.json`` and ``.md``.
 
 Usage (repo root):
-  python benchmarks/lr_sweep.py --config benchmarks/accuracy_configs/cpu.yaml --lrs 3e-4 1e-3 3e-3
+  python benchmarks/lr_sweep.py --config benchmarks/accuracy_configs/cpu.yaml --lrs 3e-4 1e-3 3e-3 1e-2
+  python benchmarks/lr_sweep.py --config ... --lrs 3e-2 --methods triplet         # extend at the edge
+  python benchmarks/lr_sweep.py --config ... --lrs 3e-4 1e-3 3e-3 1e-2 3e-2 --aggregate-only
 """
 
 from __future__ import annotations
@@ -50,15 +56,18 @@ def lr_label(lr: float) -> str:
 def config_with_lr(bench: dict, methods: Sequence[str], lr: float) -> dict:
     """``bench`` with every method of ``methods`` trained at ``lr``, nothing else changed.
 
-    The shared ``train.lr`` is set (so a method without a rate of its own is described exactly as in the
-    protocol), and a method of ``methods`` that names its own rate gets ``lr`` there.
+    The rate goes into the shared ``train.lr`` and out of those methods' own settings, so that a sweep's
+    cells describe a method the same way whether or not the protocol has since given it a rate of its own
+    (they stay valid when the chosen rates are written into the config).
     """
     out = copy.deepcopy(bench)
     out["train"]["lr"] = lr
     for name in methods:
-        own = out["methods"][name].get("train") or {}
-        if "lr" in own:
-            own["lr"] = lr
+        method = out["methods"][name]
+        if "lr" in (method.get("train") or {}):
+            del method["train"]["lr"]
+            if not method["train"]:
+                del method["train"]
     return out
 
 
@@ -115,18 +124,24 @@ def sweep(args) -> dict[str, Any]:
         run_args += ["--datasets", ",".join(datasets), "--seeds", ",".join(map(str, seeds))]
         if args.data_dir:
             run_args += ["--data-dir", args.data_dir]
-        print(f"[lr-sweep] lr {label}: python benchmarks/accuracy.py {shlex.join(run_args)}", flush=True)
-        accuracy.main(run_args)
+        if not args.aggregate_only:
+            print(f"[lr-sweep] lr {label}: python benchmarks/accuracy.py {shlex.join(run_args)}", flush=True)
+            accuracy.main(run_args)
         for d in datasets:
             ref = dataset_ref(d, derived, data_dir)
             for m in methods:
-                per_seed = {s: _validation_acc1(read_cell(h.cell_path(ref.name, m, s))) for s in seeds}
+                per_seed = {}
+                for s in seeds:
+                    rec = read_cell(h.cell_path(ref.name, m, s))
+                    fresh = rec is not None and not stale_cell(h, ref, m, s, rec)  # else: other settings
+                    per_seed[s] = _validation_acc1(rec) if fresh else None
                 cells[m].setdefault(label, {})[ref.name] = per_seed
+    # a rate whose cells are not all there is shown but not compared
     means = {
         m: {
-            lr: statistics.mean(v for per_seed in by_ds.values() for v in per_seed.values() if v is not None)
+            lr: statistics.mean(v for per_seed in by_ds.values() for v in per_seed.values())
             for lr, by_ds in by_lr.items()
-            if any(v is not None for per_seed in by_ds.values() for v in per_seed.values())
+            if all(v is not None for per_seed in by_ds.values() for v in per_seed.values())
         }
         for m, by_lr in cells.items()
     }
@@ -166,6 +181,8 @@ def markdown(report: dict) -> str:
     for m, by_lr in report["validation_acc1"].items():
         for lr in lrs:
             by_ds = by_lr.get(lr, {})
+            if all(v is None for per_seed in by_ds.values() for v in per_seed.values()):
+                continue  # not run for this method (the grid was extended for other methods)
             row = []
             for d in datasets:
                 vals = [v for v in by_ds.get(d, {}).values() if v is not None]
@@ -195,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--work", default=None, help="configs, cells and runs (default runs/lr_sweep_<name>)")
     p.add_argument("--protocol-results", default=str(DEFAULT_RESULTS), help="where the protocol's cells are")
     p.add_argument("--out", default=None, help="writes OUT.json and OUT.md (default results/<name>_lr_sweep)")
+    p.add_argument("--aggregate-only", action="store_true", help="read the cells there are; train none")
     args = p.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     report = sweep(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import json
@@ -305,8 +306,18 @@ def test_lr_sweep_chooses_the_best_mean_and_the_smaller_rate_on_a_tie():
     assert lr_sweep.choose(table) == {"a": "0.003", "b": "0.001"}
     bench = config.load_benchmark_config(CPU)
     derived = lr_sweep.config_with_lr(bench, ["triplet", "clip_finetuned"], 3e-3)
-    assert derived["train"]["lr"] == 3e-3 and derived["methods"]["clip_finetuned"]["train"]["lr"] == 3e-3
-    assert derived["methods"]["triplet"] == bench["methods"]["triplet"] and bench["train"]["lr"] == 1e-3
+    effective = {m: config.train_values(derived, derived["methods"][m])["lr"] for m in derived["methods"]}
+    assert effective["triplet"] == effective["clip_finetuned"] == 3e-3  # both had a rate of their own
+    assert derived["methods"]["triplet"]["train"] == {"loss": "triplet"}
+    assert "lr" not in derived["methods"]["clip_finetuned"]["train"]
+    # whether the protocol gives the method a rate of its own or not, the sweep describes it the same way
+    plain = copy.deepcopy(bench)
+    del plain["methods"]["triplet"]["train"]["lr"]
+    assert (
+        lr_sweep.config_with_lr(plain, ["triplet"], 3e-3)["methods"]["triplet"]
+        == derived["methods"]["triplet"]
+    )
+    assert bench["methods"]["triplet"]["train"]["lr"] == 1e-2  # the protocol's config is left as it was
 
 
 @pytest.mark.slow
@@ -356,7 +367,9 @@ def test_each_ablation_differs_from_its_parent_in_one_thing(path):
         ("triplet", "triplet_l2", {"train.loss"}),
     ]
     for parent, child, changed in steps:
-        assert _differences(_effective(bench, parent), _effective(bench, child)) == changed, (parent, child)
+        # the learning rate is a setting tuned per method on validation (benchmarks/lr_sweep.py), not a step
+        differ = _differences(_effective(bench, parent), _effective(bench, child)) - {"train.lr"}
+        assert differ == changed, (parent, child)
     losses = {
         m: _effective(bench, m)["train.loss"] for m in ("triplet", "triplet_holef", "triplet_l2", "dssa_full")
     }
@@ -369,6 +382,15 @@ def test_each_ablation_differs_from_its_parent_in_one_thing(path):
     assert bench["methods"]["pretrained_zero_shot"]["kind"] == "zero_shot"
     assert {bench["methods"][m]["kind"] for m in ("clip_zero_shot", "clip_finetuned")} == {"clip"}
     assert len(bench["protocol"]) > 200
+
+
+def test_the_cpu_protocols_learning_rates_are_the_ones_its_validation_sweep_chose():
+    bench = config.load_benchmark_config(CPU)
+    sweep = json.loads((BENCH / "results" / "accuracy_cpu_lr_sweep.json").read_text())
+    configured = {m: lr_sweep.lr_label(_effective(bench, m)["train.lr"]) for m in sweep["chosen_lr"]}
+    assert configured == sweep["chosen_lr"]
+    assert set(sweep["chosen_lr"]) == {m for m, spec in bench["methods"].items() if spec["kind"] == "timm"}
+    assert all(len(set(by_lr)) == len(sweep["lrs"]) for by_lr in sweep["validation_acc1"].values())
 
 
 def test_cpu_and_gpu_configs_share_the_rows_and_differ_in_the_trunk_training():

@@ -302,7 +302,16 @@ def test_holef_benchmark_children_find_packages_that_only_the_parents_pythonpath
         pytest.skip("the base interpreter imports torch by itself: it cannot stand for the device's Python")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([*site.getsitepackages(), str(REPO)]))  # as use_paths
     out = tmp_path / "holef"
-    cmd = [base, str(BENCH / "holef_closed_form.py"), "--devices", "cpu", "--sizes", "4x4x8", "--out", str(out)]
+    cmd = [
+        base,
+        str(BENCH / "holef_closed_form.py"),
+        "--devices",
+        "cpu",
+        "--sizes",
+        "4x4x8",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
