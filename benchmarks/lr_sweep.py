@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
+import itertools
 import shlex
 import shutil
 import statistics
@@ -80,6 +81,12 @@ def choose(table: dict[str, dict[str, float]]) -> dict[str, str]:
     }
 
 
+def _fresh_cell(h: Harness, path: Path, ref, method: str, seed: int) -> dict | None:
+    """The finished cell in ``path`` when it was made with ``h``'s settings for it, else None."""
+    rec = read_cell(path)
+    return rec if rec is not None and not stale_cell(h, ref, method, seed, rec) else None
+
+
 def _validation_acc1(rec: dict | None) -> float | None:
     sel = (rec or {}).get("selection") or {}
     if sel.get("split") != "validation" or not sel.get("best_val_acc1_acc10"):
@@ -103,22 +110,20 @@ def sweep(args) -> dict[str, Any]:
     work = Path(args.work or REPO / "runs" / f"lr_sweep_{name}")
     data_dir = args.data_dir or (str(default_data_dir()) if default_data_dir() else None)
     protocol = Harness(bench, Path(args.protocol_results), name, work / "unused")
+    # the learning rate does not change a dataset's description: one set of refs for every rate
+    grid = list(itertools.product([dataset_ref(d, bench, data_dir) for d in datasets], methods, seeds))
     cells: dict[str, dict[str, dict[str, dict[int, float | None]]]] = {m: {} for m in methods}
     for lr in args.lrs:
         label = lr_label(lr)
         derived = config_with_lr(bench, methods, lr)
         cfg_path = write_json(work / "configs" / f"{Path(args.config).stem}_lr{label}.json", derived)
         h = Harness(derived, work / "results", results_name_for(cfg_path), work / f"runs_lr{label}")
-        for d in datasets:
-            ref = dataset_ref(d, derived, data_dir)
-            for m in methods:
-                for seed in seeds:
-                    # the protocol's own cell, made with exactly these settings, is this cell
-                    rec = read_cell(protocol.cell_path(ref.name, m, seed))
-                    target = h.cell_path(ref.name, m, seed)
-                    if rec is not None and not stale_cell(h, ref, m, seed, rec) and not target.is_file():
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(protocol.cell_path(ref.name, m, seed), target)
+        for ref, m, seed in grid:
+            # the protocol's own cell, made with exactly these settings, is this cell
+            target = h.cell_path(ref.name, m, seed)
+            if not target.is_file() and _fresh_cell(h, protocol.cell_path(ref.name, m, seed), ref, m, seed):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(protocol.cell_path(ref.name, m, seed), target)
         run_args = ["--config", str(cfg_path), "--results-dir", str(work / "results")]
         run_args += ["--runs-dir", str(h.runs_dir), "--methods", ",".join(methods), "--no-plots"]
         run_args += ["--datasets", ",".join(datasets), "--seeds", ",".join(map(str, seeds))]
@@ -127,15 +132,11 @@ def sweep(args) -> dict[str, Any]:
         if not args.aggregate_only:
             print(f"[lr-sweep] lr {label}: python benchmarks/accuracy.py {shlex.join(run_args)}", flush=True)
             accuracy.main(run_args)
-        for d in datasets:
-            ref = dataset_ref(d, derived, data_dir)
-            for m in methods:
-                per_seed = {}
-                for s in seeds:
-                    rec = read_cell(h.cell_path(ref.name, m, s))
-                    fresh = rec is not None and not stale_cell(h, ref, m, s, rec)  # else: other settings
-                    per_seed[s] = _validation_acc1(rec) if fresh else None
-                cells[m].setdefault(label, {})[ref.name] = per_seed
+        for ref, m, seed in grid:
+            rec = _fresh_cell(
+                h, h.cell_path(ref.name, m, seed), ref, m, seed
+            )  # None: missing, other settings
+            cells[m].setdefault(label, {}).setdefault(ref.name, {})[seed] = _validation_acc1(rec)
     # a rate whose cells are not all there is shown but not compared
     means = {
         m: {
