@@ -145,6 +145,27 @@ def wait_until_settled(page, quiet_s: float = 2.0, timeout_s: float = 60.0) -> s
     raise TimeoutError(f"the page kept changing for {timeout_s:.0f} s; last status: {last!r}")
 
 
+def clear_canvas(page, attempts: int = 3, timeout_s: float = 15.0) -> None:
+    """Click the canvas's trash icon until the page shows its blank-canvas status and keeps showing it.
+
+    A demo sketch reaches the canvas as a new editor value, which Gradio's image editor loads
+    asynchronously; a clear that lands before that load has finished is undone by it (the sketch comes
+    back and is searched). A person would click the trash icon again; so does this, ``attempts`` times.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    blank = "() => document.querySelector('#status')?.innerText.includes('Draw a sketch')"
+    for _ in range(attempts):
+        page.locator('#sketch-canvas button[aria-label="Clear canvas"]').click()
+        try:
+            page.wait_for_function(blank, timeout=timeout_s * 1000)
+        except PlaywrightTimeout:
+            continue
+        if "Draw a sketch" in wait_until_settled(page, quiet_s=1.5, timeout_s=timeout_s):
+            return
+    raise TimeoutError(f"the canvas did not stay blank after {attempts} clicks on its trash icon")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS / "app_screenshot.png")
@@ -161,7 +182,7 @@ def main(argv=None) -> int:
             select_brush(page)
             page.locator("#demo-sketches img").first.click()  # sets the target photo
             wait_for_results(page, 5)
-            page.locator('#sketch-canvas button[aria-label="Clear canvas"]').click()
+            clear_canvas(page)
             select_brush(page)
             draw_strokes(page)
             page.wait_for_function(

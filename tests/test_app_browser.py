@@ -75,8 +75,7 @@ def test_drawing_in_chromium_shows_photos_attention_and_the_strokes_tally(chromi
         drive.wait_for_results(page, 4)
         target = page.locator("#target textarea, #target input").first.input_value()
         assert target.endswith(".png")
-        page.locator('#sketch-canvas button[aria-label="Clear canvas"]').click()
-        page.wait_for_function("() => document.querySelector('#status')?.innerText.includes('Draw a sketch')")
+        drive.clear_canvas(page)
         drive.select_brush(page)
         drive.draw_strokes(page, drive.CHAIR_STROKES[:3], pause_s=0.2)
         page.wait_for_function(
