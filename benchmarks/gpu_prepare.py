@@ -252,6 +252,7 @@ def render_calls(calls: list[dict[str, Any]], results: Path, results_name: str) 
         lines += ["No call has run yet.", ""]
     for call in calls:
         env, s = call.get("environment", {}), call.get("summary", {})
+        at_once = call.get("cells_at_once") or {}
         lines += [
             f"## {call['call']}: {env.get('gpu', env.get('device'))}",
             "",
@@ -259,7 +260,7 @@ def render_calls(calls: list[dict[str, Any]], results: Path, results_name: str) 
             f"{env.get('cpu_count')} CPU cores; commit {call.get('commit')}",
             f"- command: `{call['command']}`; budget {call['budget_s']:.0f} s, wall {call.get('wall_s', 0):.0f} s; "
             f"torch.compile {call.get('compile')}; cells at once: "
-            f"{(call.get('cells_at_once') or {}).get('workers', 1)} ({(call.get('cells_at_once') or {}).get('from', 'default')})",
+            f"{at_once.get('workers', 1)} ({at_once.get('from', 'default')})",
             "- benchmarks: "
             + ("; ".join(f"{b['name']}: {b['status']}" for b in call.get("benchmarks", [])) or "none"),
             f"- after the call: {s.get('done')} of {s.get('grid')} cells done, {s.get('left')} left, "
