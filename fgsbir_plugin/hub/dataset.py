@@ -8,7 +8,6 @@ Users then load the repo with ``datasets.load_dataset(repo_id, "sketches")``.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from ..data.export import save_parquet
 from ..data.load import load_fgsbir_pair
 from .dataset_card import render_dataset_card
 from .staging import staged_output
-from .upload import resolve_token, upload_folder, validate_repo_id
+from .upload import build_and_upload, resolve_token, validate_repo_id
 
 __all__ = ["DATASET_CONFIGS", "build_dataset_folder", "push_dataset", "push_to_hub"]
 
@@ -129,24 +128,21 @@ def push_dataset(
     if dicts is None:
         dicts = _load_converted(name, data_dir, **reader_kwargs)
     card_args = dict(repo_id=repo_id, name=name, license=license, source=source)
-    if dry_run is not None:
-        return str(build_dataset_folder(dicts, dry_run, **card_args))
-    with tempfile.TemporaryDirectory(prefix="fgsbir-push-dataset-") as tmp:
-        folder = build_dataset_folder(dicts, Path(tmp) / "repo", **card_args)
-        return upload_folder(
-            folder,
-            repo_id=repo_id,
-            repo_type="dataset",
-            token=token,
-            private=private,
-            revision=revision,
-            commit_message=commit_message or f"Upload {name} with fgsbir push-dataset",
-            overwrite=overwrite,
-            marker="README.md",
-            # Files of an earlier upload (other splits, other shard names) would match the same globs.
-            delete_patterns=[f"{config}/*.parquet" for config in DATASET_CONFIGS],
-            api=api,
-        )
+    return build_and_upload(
+        lambda folder, _secrets: build_dataset_folder(dicts, folder, **card_args),
+        dry_run=dry_run,
+        token=token,
+        repo_id=repo_id,
+        repo_type="dataset",
+        private=private,
+        revision=revision,
+        commit_message=commit_message or f"Upload {name} with fgsbir push-dataset",
+        overwrite=overwrite,
+        marker="README.md",
+        # Files of an earlier upload (other splits, other shard names) would match the same globs.
+        delete_patterns=[f"{config}/*.parquet" for config in DATASET_CONFIGS],
+        api=api,
+    )
 
 
 def push_to_hub(
