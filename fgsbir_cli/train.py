@@ -267,7 +267,13 @@ def _add_eval(subparsers) -> None:
     p.add_argument("--checkpoint", required=True, help="run folder (or its model/ folder)")
     p.add_argument("--data", required=True, help="dataset name or folder")
     p.add_argument("--data-dir", dest="data_dir", default=None)
-    p.add_argument("--data-kwargs", dest="data_kwargs", type=_json_mapping, default=None)
+    p.add_argument(
+        "--data-kwargs",
+        dest="data_kwargs",
+        type=_json_mapping,
+        default=None,
+        help="JSON reader options (default: the run's own when --data is the dataset it was trained on)",
+    )
     p.add_argument("--split", default="test", help="split to score (default test)")
     p.add_argument(
         "--views", type=int, choices=(1, 10), default=1, help="1 centre crop, or the 10 views averaged"

@@ -65,6 +65,26 @@ def test_run_folder_layout_and_eval_report(tmp_path, tiny):
     assert set(ten["metrics"]) == set(report["metrics"]) and ten["views"] == 10
 
 
+def test_eval_reads_the_runs_own_reader_options_for_its_dataset(tmp_path, tiny):
+    """Without --data-kwargs, eval scores the data the run was trained beside: its run_config's options when
+    the dataset is the same; another dataset gets none of them."""
+    run = tmp_path / "run"
+    train(_cfg(run, epochs=1), datasets=tiny)
+    config = json.loads((run / "run_config.json").read_text())
+    sizes = {"num_photos": 10, "sketches_per_photo": 2, "image_size": 40, "test_fraction": 0.5}
+    config.update(data="synthetic", data_kwargs=sizes)
+    (run / "run_config.json").write_text(json.dumps(config))
+    own = run_eval(run, "synthetic", device="cpu", out=tmp_path / "own.json")
+    assert own["data_kwargs"] == sizes
+    assert (own["num_queries"], own["num_gallery"]) == (10, 5)  # half of 10 photos, 2 sketches each
+    given = run_eval(
+        run, "synthetic", device="cpu", data_kwargs={**sizes, "num_photos": 20}, out=tmp_path / "g.json"
+    )
+    assert given["num_gallery"] == 10 and given["data_kwargs"]["num_photos"] == 20
+    other = run_eval(run, "tiny", device="cpu", datasets=tiny, out=tmp_path / "other.json")
+    assert other["data_kwargs"] == {}
+
+
 def test_refuses_to_overwrite_a_run(tmp_path, tiny):
     train(_cfg(tmp_path / "run", epochs=1), datasets=tiny)
     with pytest.raises(ValueError, match="already holds a run"):

@@ -7,6 +7,7 @@ from _train_fixtures import tiny_fgsbir
 from PIL import Image
 
 from fgsbir_plugin.train.demo import DemoSettings, draw_retrievals, run_demo
+from fgsbir_plugin.train.evaluate import run_eval
 
 
 def test_demo_pipeline_with_stand_in_models(tmp_path):
@@ -60,3 +61,7 @@ def test_demo_quick_dssa_beats_untrained_and_the_baseline(tmp_path):
     assert trained["mAP"] >= untrained["mAP"] + 10.0, result["table"]
     assert trained["mAP"] > baseline["mAP"], result["table"]
     assert Path(result["figure"]).is_file()
+    # The run folder names the data it was trained beside, so a plain `fgsbir eval` scores the demo's split.
+    again = run_eval(tmp_path / "demo" / "dssa", "synthetic", device="cpu")
+    assert again["num_queries"] == json.loads(Path(result["json"]).read_text())["num_queries"]
+    assert again["metrics"] == pytest.approx(trained, abs=1e-6)

@@ -86,17 +86,19 @@ class DemoSettings:
     def quick(cls) -> DemoSettings:
         return cls(max_steps=100, num_photos=60, sketches_per_photo=2, raster_size=160, image_size=144)
 
+    def data_kwargs(self) -> dict[str, Any]:
+        """The synthetic reader's options (``fgsbir eval --data synthetic --data-kwargs``) of this demo's data."""
+        return {
+            "num_photos": self.num_photos,
+            "sketches_per_photo": self.sketches_per_photo,
+            "image_size": self.raster_size,
+            "test_fraction": self.test_fraction,
+        }
+
     def datasets(self, seed: int):
         """The generated ``(sketches, photos)`` these settings train and score on."""
         return load_fgsbir_pair(
-            "synthetic",
-            None,
-            validation_size=self.validation_size,
-            seed=seed,
-            num_photos=self.num_photos,
-            sketches_per_photo=self.sketches_per_photo,
-            image_size=self.raster_size,
-            test_fraction=self.test_fraction,
+            "synthetic", None, validation_size=self.validation_size, seed=seed, **self.data_kwargs()
         )
 
 
@@ -182,6 +184,7 @@ def _demo_config(settings: DemoSettings, run_dir: Path, model: tuple, seed: int,
     _, name, kwargs, train_args = model
     return TrainConfig(
         data="synthetic",
+        data_kwargs=settings.data_kwargs(),
         out=str(run_dir),
         model=name,
         model_kwargs=dict(kwargs),

@@ -131,10 +131,16 @@ def run_eval(
 ) -> dict[str, Any]:
     """Load a trained model, score it on ``split`` of ``data``, write ``eval_<split>.json``; return the report.
 
-    ``datasets`` optionally gives ``(sketches, photos)`` DatasetDicts instead of ``load_fgsbir``.
+    ``datasets`` optionally gives ``(sketches, photos)`` DatasetDicts instead of ``load_fgsbir``. Without
+    ``data_kwargs``, a run folder trained on the same ``data`` lends its own reader options (the sizes of a
+    generated dataset, for one), so the split scored is the split the run was trained beside.
     """
     run, model_dir = RunFolder.resolve(checkpoint)
     dev = resolve_device(device)
+    if data_kwargs is None and run.run_config_path.is_file():
+        trained_on = run.read_run_config()
+        if trained_on.get("data") == data:
+            data_kwargs = dict(trained_on.get("data_kwargs") or {})
     if datasets is None:
         if data_dir is not None and not Path(data_dir).is_dir():
             raise FileNotFoundError(
@@ -160,6 +166,7 @@ def run_eval(
         path,
         result,
         dataset=data,
+        data_kwargs=dict(data_kwargs or {}),
         split=split,
         checkpoint=str(model_dir),
         device=describe_device(dev),
