@@ -159,11 +159,14 @@ class RunFolder:
         ``--resume`` takes it over; there is no stale-lock guessing. The file records the holder's
         host and pid, for the error message only. Raises :class:`RunLocked` (a one-sentence message)
         when a live process holds it. Where ``fcntl`` does not exist (Windows) there is no lock.
-        With ``create=False`` a missing folder is not created and there is nothing to lock.
+        With ``create=False`` a missing folder is not created and there is nothing to lock. A folder this
+        call created is removed again (with the parents it created) when the body fails before writing
+        anything into it, so a refused run leaves nothing behind.
         """
         if fcntl is None or (not create and not self.path.is_dir()):
             yield
             return
+        created = [p for p in (self.path, *self.path.parents) if not p.exists()]
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -177,7 +180,17 @@ class RunFolder:
                 ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
-            yield
+            try:
+                yield
+            except BaseException:
+                if created and [p.name for p in self.path.iterdir()] == [self.LOCK]:
+                    self.lock_path.unlink()  # still held: no other process can have taken it
+                    for folder in created:  # innermost first; stops at a folder something else filled
+                        try:
+                            folder.rmdir()
+                        except OSError:
+                            break
+                raise
         finally:
             os.close(fd)  # releases the flock
 

@@ -105,6 +105,27 @@ def test_a_refused_start_leaves_no_folder(tmp_path, tiny):
     assert not (tmp_path / "bad").exists() and not (tmp_path / "nothing").exists()
 
 
+def test_a_start_refused_after_the_lock_leaves_no_folder_but_keeps_what_was_there(tmp_path, fgsbir):
+    """An unknown model, or a batch the data cannot fill, is found once the folder is locked: the folders the
+    lock created go again; a folder that existed, or that holds anything besides the lock, stays."""
+    status, _, err = fgsbir(
+        "train", *_TRAIN_FLAGS, "--out", tmp_path / "new" / "r", "--model", "no_such_model"
+    )
+    assert status == 2 and "unknown model" in _one_line(err)
+    status, _, err = fgsbir("train", *_TRAIN_FLAGS, "--out", tmp_path / "new" / "r", "--batch-size", "64")
+    assert status == 2 and "lower --batch-size" in _one_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    (tmp_path / "mine").mkdir()
+    status, _, _ = fgsbir("train", *_TRAIN_FLAGS, "--out", tmp_path / "mine", "--model", "no_such_model")
+    assert status == 2 and (tmp_path / "mine").is_dir()
+    run = RunFolder(tmp_path / "kept")
+    with pytest.raises(RuntimeError, match="late"):
+        with run.lock():
+            (run.path / "notes.txt").write_text("kept")
+            raise RuntimeError("late")
+    assert sorted(p.name for p in run.path.iterdir()) == [".lock", "notes.txt"]
+
+
 # -- divergence ---------------------------------------------------------------------------------------
 
 
