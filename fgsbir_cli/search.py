@@ -182,7 +182,7 @@ def _load(checkpoint: Path, device):
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from fgsbir_plugin.embedding import embed_files, list_images
+    from fgsbir_plugin.embedding import embed_files, embedding_dim, list_images
     from fgsbir_plugin.runtime import resolve_device
     from fgsbir_plugin.search.index import GalleryIndex
 
@@ -199,15 +199,16 @@ def run_build(args: argparse.Namespace) -> int:
         )
     paths = list_images(settings["photos"])
     root = settings["photos"].resolve()
-    emb = embed_files(model, paths, "photo", batch_size=args.batch_size, device=device, progress=True).numpy()
+    # Built empty before the photos are embedded, so a spec or parameter faiss refuses fails at once.
     index = GalleryIndex(
-        emb.shape[1],
+        embedding_dim(model),
         metric,
         W=W if metric == "holef" else None,
         spec=settings["spec"],
         model=model,
         **settings["params"],
     )
+    emb = embed_files(model, paths, "photo", batch_size=args.batch_size, device=device, progress=True).numpy()
     if not index.is_trained:
         index.train(emb)
     index.add(emb, [p.relative_to(settings["photos"]).as_posix() for p in paths])
@@ -226,6 +227,10 @@ def run_search(args: argparse.Namespace) -> int:
 
     header = GalleryIndex.read_header(index_path)
     checkpoint = args.checkpoint or _recorded_folder(index_path, header, "checkpoint", "--checkpoint", _MODEL)
+    if args.contact_sheet:
+        _check_png(args.contact_sheet)
+    if sketch.is_dir():
+        raise IsADirectoryError(f"sketch {sketch} is a folder; pass one sketch image file.")
     if not sketch.is_file():
         raise FileNotFoundError(f"sketch {sketch} does not exist.")
     device = resolve_device(args.device)
@@ -262,8 +267,14 @@ def _load_image(path: Path, mode: str):
     return load_image(path).convert(mode)  # a damaged or oversized file is one sentence naming it
 
 
+def _check_png(out: Path) -> None:
+    if Path(out).suffix.lower() != ".png":
+        raise ValueError(f"contact sheet {out} must end in .png: the sheet is written as a PNG.")
+
+
 def write_contact_sheet(sketch: Path, results: list[tuple[Path, float]], out: Path, thumb: int = 160) -> Path:
     """One PNG row: the sketch, then each result photo with its rank and distance under it."""
+    _check_png(out)
     from PIL import Image, ImageDraw
 
     from fgsbir_plugin._common import atomic_path

@@ -138,6 +138,8 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     ValueError naming it, raised here, before anything is embedded.
     """
     folder = Path(folder)
+    if folder.is_file():
+        raise NotADirectoryError(f"{folder} is a file; pass the folder of images it is in.")
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist.")
     files = sorted(

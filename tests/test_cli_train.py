@@ -137,7 +137,11 @@ def test_eval_and_embed_commands(tmp_path, fgsbir, monkeypatch, tiny):
     info = embed_folder(tmp_path / "run", images, tmp_path / "e2.safetensors", device="cpu", views=10)
     assert info == {"num_images": 3, "dim": 96, "path": str(tmp_path / "e2.safetensors")}
     assert torch.isfinite(emb).all()
-    status, _, err = fgsbir(
-        "embed", "--checkpoint", tmp_path / "run", "--images", tmp_path / "none", "--out", "x"
-    )
+    embed = ("embed", "--checkpoint", tmp_path / "run", "--images")
+    status, _, err = fgsbir(*embed, tmp_path / "none", "--out", tmp_path / "x.safetensors")
     assert status == 2 and "does not exist" in _one_sentence(err)
+    status, _, err = fgsbir(*embed, images / "b.png", "--out", tmp_path / "x.safetensors")
+    assert status == 2 and "is a file; pass the folder of images it is in" in _one_sentence(err)
+    status, _, err = fgsbir(*embed, images, "--out", tmp_path / "x.txt")
+    assert status == 2 and "must end in .safetensors" in _one_sentence(err)
+    assert not (tmp_path / "x.txt").exists() and not (tmp_path / "x.safetensors").exists()

@@ -211,6 +211,38 @@ def test_cli_user_errors(workspace, cosine_index):
         run(["search", str(cosine_index), str(root / "nope.png")])
     with pytest.raises(ValueError, match="-k must be positive"):
         run(["search", str(cosine_index), sketch, "-k", "0"])
+    with pytest.raises(IsADirectoryError, match="is a folder; pass one sketch image file"):
+        run(["search", str(cosine_index), str(photos)])
+    with pytest.raises(ValueError, match="must end in .png"):
+        run(["search", str(cosine_index), sketch, "--contact-sheet", str(root / "sheet.jpg")])
+    assert not (root / "sheet.jpg").exists()
+
+
+def test_a_spec_faiss_refuses_fails_before_any_photo_is_embedded(workspace, tmp_path, monkeypatch):
+    import fgsbir_plugin.embedding as embedding
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("the photos were embedded before the spec was checked")
+
+    monkeypatch.setattr(embedding, "embed_files", no_embedding)
+    _, run_dir, photos = workspace
+    argv = [
+        "index",
+        "build",
+        "--checkpoint",
+        str(run_dir),
+        "--photos",
+        str(photos),
+        "--out",
+        str(tmp_path / "x"),
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"faiss cannot build index spec 'Bogus' for \d+-d embeddings "
+        r"\(could not parse index string Bogus\)",
+    ):
+        run([*argv, "--spec", "Bogus"])
+    assert not (tmp_path / "x").exists()
 
 
 def test_a_symlinked_photo_is_indexed_by_its_place_in_the_folder(workspace, tmp_path, capsys):

@@ -74,17 +74,25 @@ def padded_dim(spec: str, dim: int) -> int:
     return -(-dim // step) * step
 
 
-def build_index(spec: str, index_dim: int, euclidean: bool):
+def faiss_reason(err: BaseException) -> str:
+    """faiss's own sentence from one of its C++ errors, without the function signature and source line."""
+    text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    found = re.search(r"\.(?:cpp|h):\d+: (?:Error: '.*?' failed: )?(.*)$", text)
+    return found.group(1) if found else text
+
+
+def build_index(spec: str, index_dim: int, euclidean: bool, vectors: str | None = None):
     """An empty ``IndexIDMap2`` around ``index_factory(index_dim, spec)``, searching by squared L2
-    (``euclidean``) or by inner product; ValueError naming faiss's reason when the spec is refused."""
+    (``euclidean``) or by inner product; ValueError naming faiss's reason when the spec is refused.
+    ``vectors`` describes the indexed vectors in that message (default: "{index_dim}-d vectors")."""
     faiss = load_faiss()
     metric = faiss.METRIC_L2 if euclidean else faiss.METRIC_INNER_PRODUCT
     try:
         inner = faiss.index_factory(index_dim, spec, metric)
     except RuntimeError as err:
         raise ValueError(
-            f"faiss cannot build index spec {spec!r} for dimension {index_dim} "
-            f"({str(err).strip().splitlines()[-1]}); see the faiss index_factory documentation."
+            f"faiss cannot build index spec {spec!r} for {vectors or f'{index_dim}-d vectors'} "
+            f"({faiss_reason(err)}); see the faiss index_factory documentation."
         ) from None
     return faiss.IndexIDMap2(inner)
 

@@ -99,8 +99,11 @@ class GalleryIndex:
             self._holef = HOLEFTransform(W, self.mips)
         extra_dims = self._holef.extra_dims if self._holef is not None else 0
         self.index_dim = faiss_params.padded_dim(spec, self.dim + extra_dims)
+        vectors = f"{self.dim}-d embeddings"
+        if self.index_dim != self.dim:
+            vectors += f" ({self.index_dim}-d as indexed: HOLEF's MIPS form and PQ padding add dimensions)"
         self._index = faiss_params.build_index(
-            spec, self.index_dim, euclidean=metric == "l2" or self.mips == "l2"
+            spec, self.index_dim, euclidean=metric == "l2" or self.mips == "l2", vectors=vectors
         )
         self._ids = PhotoIds()
         self.search_params: dict[str, int] = {}

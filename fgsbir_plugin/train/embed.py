@@ -34,7 +34,10 @@ def embed_folder(
     device: str = "auto",
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Embed every image under ``images`` with the model of ``checkpoint``; write ``out`` atomically."""
+    """Embed every image under ``images`` with the model of ``checkpoint``; write ``out`` (a ``.safetensors``
+    file) atomically."""
+    if Path(out).suffix.lower() != ".safetensors":
+        raise ValueError(f"{out} must end in .safetensors: the embeddings are written in that format.")
     folder = Path(images)
     files = list_images(folder)
     _, model_dir = RunFolder.resolve(checkpoint)
