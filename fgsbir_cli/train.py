@@ -224,11 +224,11 @@ def _add_train(subparsers) -> None:
         "train",
         help="train a model (DSSA or any timm model) on a sketch/photo dataset",
         description="Train on the train split; validate on a part of it carved out by photo; keep the best model. "
-        "Options not given come from --config FILE (YAML or TOML), else the defaults shown.",
+        "Options not given come from --config FILE (YAML, TOML or JSON), else the defaults shown.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
-        "--config", dest="config_file", default=None, help="YAML/TOML file of options (flags override it)"
+        "--config", dest="config_file", default=None, help="YAML, TOML or JSON file of options (flags override it)"
     )
     _add_data_options(p)
     _add_model_options(p)
