@@ -186,8 +186,8 @@ def _wire(gr, logic: PageLogic, c: SimpleNamespace) -> None:
     def api_search(sketch, k):
         try:
             return logic.api_search(sketch, k)
-        except ValueError as err:  # a refused upload or k: the client gets the sentence
-            raise gr.Error(str(err)) from None
+        except ValueError as err:  # a refused upload or k: the client gets the sentence, the log no traceback
+            raise gr.Error(str(err), print_exception=False) from None
 
     c.api_button.click(
         api_search,
