@@ -332,10 +332,10 @@ def test_embed_reports_a_damaged_model_in_one_sentence(tmp_path, tiny, fgsbir):
     (tmp_path / "imgs").mkdir()
     tiny[1]["test"][0]["photo"].save(tmp_path / "imgs" / "a.png")
     status, _, err = fgsbir(
-        "embed", "--checkpoint", run, "--images", tmp_path / "imgs", "--out", tmp_path / "e"
+        "embed", "--checkpoint", run, "--images", tmp_path / "imgs", "--out", tmp_path / "e.safetensors"
     )
     assert status == 2 and "does not match the checksum" in _one_line(err)
-    assert not (tmp_path / "e").exists()
+    assert not (tmp_path / "e.safetensors").exists()
 
 
 def test_a_damaged_holef_file_beside_the_model_is_refused(tmp_path, tiny, fgsbir):
