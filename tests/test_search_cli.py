@@ -238,8 +238,7 @@ def test_a_spec_faiss_refuses_fails_before_any_photo_is_embedded(workspace, tmp_
     ]
     with pytest.raises(
         ValueError,
-        match=r"faiss cannot build index spec 'Bogus' for \d+-d embeddings "
-        r"\(could not parse index string Bogus\)",
+        match=r"faiss cannot build index spec 'Bogus' for \d+-d embeddings: could not parse index string Bogus;",
     ):
         run([*argv, "--spec", "Bogus"])
     assert not (tmp_path / "x").exists()

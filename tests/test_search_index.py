@@ -163,8 +163,18 @@ def test_input_errors():
         GalleryIndex(4, "l2", W=np.eye(4))
     with pytest.raises(ValueError, match="leave out IDMap"):
         GalleryIndex(4, spec="IDMap,Flat")
-    with pytest.raises(ValueError, match="faiss cannot build"):
+    with pytest.raises(
+        ValueError, match="faiss cannot build index spec 'NotAnIndex' for 4-d embeddings: could not parse"
+    ):
         GalleryIndex(4, spec="NotAnIndex")
+    # faiss's reason without its C++ location, and what the index adds to the embedding's width
+    with pytest.raises(
+        ValueError,
+        match=r"for 4-d embeddings \(indexed as 6-d: 2 added by HOLEF's MIPS form\): "
+        r"could not parse index string NotAnIndex; see",
+    ) as err:
+        GalleryIndex(4, "holef", W=np.eye(4), spec="NotAnIndex")
+    assert ".cpp" not in str(err.value)
     index = GalleryIndex(4)
     with pytest.raises(ValueError, match=r"shape \[N, 4\]"):
         index.add(np.zeros((2, 5)))

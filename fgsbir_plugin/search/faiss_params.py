@@ -78,7 +78,7 @@ def faiss_reason(err: BaseException) -> str:
     """faiss's own sentence from one of its C++ errors, without the function signature and source line."""
     text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
     found = re.search(r"\.(?:cpp|h):\d+: (?:Error: '.*?' failed: )?(.*)$", text)
-    return found.group(1) if found else text
+    return (found.group(1) if found else text).rstrip(".")
 
 
 def build_index(spec: str, index_dim: int, euclidean: bool, vectors: str | None = None):
@@ -91,8 +91,8 @@ def build_index(spec: str, index_dim: int, euclidean: bool, vectors: str | None 
         inner = faiss.index_factory(index_dim, spec, metric)
     except RuntimeError as err:
         raise ValueError(
-            f"faiss cannot build index spec {spec!r} for {vectors or f'{index_dim}-d vectors'} "
-            f"({faiss_reason(err)}); see the faiss index_factory documentation."
+            f"faiss cannot build index spec {spec!r} for {vectors or f'{index_dim}-d vectors'}: "
+            f"{faiss_reason(err)}; see the faiss index_factory documentation."
         ) from None
     return faiss.IndexIDMap2(inner)
 

@@ -101,7 +101,13 @@ class GalleryIndex:
         self.index_dim = faiss_params.padded_dim(spec, self.dim + extra_dims)
         vectors = f"{self.dim}-d embeddings"
         if self.index_dim != self.dim:
-            vectors += f" ({self.index_dim}-d as indexed: HOLEF's MIPS form and PQ padding add dimensions)"
+            pq_padding = self.index_dim - self.dim - extra_dims
+            added = [(extra_dims, "HOLEF's MIPS form"), (pq_padding, "PQ padding")]
+            vectors += (
+                f" (indexed as {self.index_dim}-d: "
+                + ", ".join(f"{n} added by {why}" for n, why in added if n)
+                + ")"
+            )
         self._index = faiss_params.build_index(
             spec, self.index_dim, euclidean=metric == "l2" or self.mips == "l2", vectors=vectors
         )
