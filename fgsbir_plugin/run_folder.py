@@ -110,13 +110,15 @@ class RunFolder:
     def lock_path(self) -> Path:
         return self.path / self.LOCK
 
-    def eval_report_path(self, split: str) -> Path:
-        return self.path / f"eval_{split}.json"
+    def eval_report_path(self, split: str, views: int = 1) -> Path:
+        """``eval_<split>.json`` for the centre crop; ``eval_<split>_<views>views.json`` otherwise, so the
+        protocols do not overwrite each other."""
+        return self.path / (f"eval_{split}.json" if views == 1 else f"eval_{split}_{views}views.json")
 
     # -- what is there ----------------------------------------------------------------------------
 
     def eval_report_paths(self) -> list[Path]:
-        """The ``eval_<split>.json`` reports, sorted by name."""
+        """The ``eval_<split>[_<views>views].json`` reports, sorted by name."""
         return sorted(self.path.glob("eval_*.json"))
 
     def holds_run(self) -> bool:

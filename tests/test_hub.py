@@ -265,7 +265,7 @@ def test_card_renders_the_run_metrics_and_config(tmp_path):
     assert {m["type"]: m["value"] for m in results[0]["metrics"]} == EVAL["metrics"]
     # the evaluation table row, with the record's device, date and (short) commit
     row = (
-        "| test | chairv2 | 323 | 100 | 37.25 | 71.50 | 88.12 | 48.13 | 6.42 | 3.00 | CPU: 2-core sandbox "
+        "| test | chairv2 | 1 | 323 | 100 | 37.25 | 71.50 | 88.12 | 48.13 | 6.42 | 3.00 | CPU: 2-core sandbox "
         "| 2026-11-25T17:00:00Z | `0123456789ab` |"
     )
     assert row in card
@@ -588,12 +588,19 @@ def test_card_of_a_real_small_run_carries_its_eval_metrics(tmp_path, monkeypatch
     train(cfg, datasets=data)
     run_eval(run, "tiny", split="test", device="cpu", datasets=data)
     report = json.loads((run / "eval_test.json").read_text())
+    # The 10-view protocol has its own report (it overwrote the centre crop's before) and its own card rows.
+    run_eval(run, "tiny", split="test", device="cpu", datasets=data, views=10)
+    assert json.loads((run / "eval_test.json").read_text()) == report
+    ten = json.loads((run / "eval_test_10views.json").read_text())
     out = tmp_path / "out"
     push_model(run, REPO, dry_run=out)
     card = (out / "README.md").read_text()
-    metrics = {m["type"]: m["value"] for m in _front_matter(card)["model-index"][0]["results"][0]["metrics"]}
+    results = _front_matter(card)["model-index"][0]["results"]
+    metrics = {m["type"]: m["value"] for m in results[0]["metrics"]}
     assert metrics == {k: float(v) for k, v in report["metrics"].items()}
-    assert f"| test | {report['dataset']} | {report['num_queries']} | {report['num_gallery']} | " in card
+    assert {m["name"] for m in results[1]["metrics"]} >= {"acc@1 (%) (10 views)"}
+    assert f"| test | {report['dataset']} | 1 | {report['num_queries']} | {report['num_gallery']} | " in card
+    assert f"| test | {ten['dataset']} | 10 | {ten['num_queries']} | {ten['num_gallery']} | " in card
     assert f"{report['metrics']['acc@1']:.2f}" in card and str(report["device"]) in card
     _populate_hub_cache(tmp_path / "cache", REPO, out)
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)

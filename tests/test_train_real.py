@@ -30,6 +30,6 @@ def test_train_then_eval_on_chairv2(data_dir, tmp_path):
     report = run_eval(
         tmp_path / "run", "chairv2", split="test", data_dir=str(data_dir), device="cpu", views=10
     )
-    saved = json.loads((tmp_path / "run" / "eval_test.json").read_text())
+    saved = json.loads((tmp_path / "run" / "eval_test_10views.json").read_text())
     assert saved["num_queries"] == 323 and saved["num_gallery"] == 100  # the README's test split
     assert saved["metrics"] == report["metrics"] and saved["views"] == 10

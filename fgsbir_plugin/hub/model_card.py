@@ -54,6 +54,7 @@ def _evaluation_row(e: Mapping, keys: Sequence[str]) -> str:
     row = [
         str(e.get("split", "?")),
         str(e.get("dataset", "?")),
+        str(e.get("views", 1)),
         format_number(e.get("num_queries")),
         format_number(e.get("num_gallery")),
         *(format_number(metrics.get(k)) for k in keys),
@@ -71,14 +72,16 @@ def _evaluation_table(evals: Sequence[Mapping]) -> str:
             "run folder, and `fgsbir push` puts its numbers here."
         )
     keys = _metric_keys(evals)
-    header = ["split", "dataset", "queries", "gallery", *(_METRIC_LABELS.get(k, k) for k in keys)]
+    header = ["split", "dataset", "views", "queries", "gallery", *(_METRIC_LABELS.get(k, k) for k in keys)]
     header += ["device", "date", "commit"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += [_evaluation_row(e, keys) for e in evals]
     text = "\n".join(lines)
     text += (
         "\n\nAccuracies (acc@K: the true photo is among the K nearest) are percentages of sketch queries; "
-        "ranks are 1-based positions of the true photo in the gallery; ties count against the model."
+        "ranks are 1-based positions of the true photo in the gallery; ties count against the model. "
+        "Views: 1 is the centre crop; 10 averages the embeddings of the four corner crops, the centre crop "
+        "and their mirror images."
     )
     commands = [e["command"] for e in evals if isinstance(e.get("command"), str) and e["command"]]
     if commands:
@@ -97,8 +100,10 @@ def _training_section(run_config: Mapping, dataset: str) -> str:
 def _model_index(repo_id: str, dataset: str, dataset_repo_id: str | None, evals: Sequence[Mapping]) -> list:
     results = []
     for e in evals:
+        views = e.get("views", 1)
+        suffix = "" if views == 1 else f" ({views} views)"
         metrics = [
-            {"type": k, "name": _METRIC_LABELS.get(k, k), "value": float(v)}
+            {"type": k, "name": _METRIC_LABELS.get(k, k) + suffix, "value": float(v)}
             for k, v in (e.get("metrics") or {}).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         ]

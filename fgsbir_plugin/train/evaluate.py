@@ -161,7 +161,7 @@ def run_eval(
         views=views,
         distance=run.load_distance(model),
     )
-    path = Path(out) if out is not None else run.eval_report_path(split)
+    path = Path(out) if out is not None else run.eval_report_path(split, views)
     report = write_eval_report(
         path,
         result,
