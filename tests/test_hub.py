@@ -593,8 +593,11 @@ def test_card_of_a_real_small_run_carries_its_eval_metrics(tmp_path, monkeypatch
     assert json.loads((run / "eval_test.json").read_text()) == report
     ten = json.loads((run / "eval_test_10views.json").read_text())
     out = tmp_path / "out"
-    push_model(run, REPO, dry_run=out)
+    push_model(run, REPO, dry_run=out, license="cc-by-nc-4.0")
     card = (out / "README.md").read_text()
+    # config.json states the card's licence for these weights (not the architecture default's "mit")
+    assert _front_matter(card)["license"] == "cc-by-nc-4.0"
+    assert json.loads((out / "config.json").read_text())["pretrained_cfg"]["license"] == "cc-by-nc-4.0"
     results = _front_matter(card)["model-index"][0]["results"]
     metrics = {m["type"]: m["value"] for m in results[0]["metrics"]}
     assert metrics == {k: float(v) for k, v in report["metrics"].items()}

@@ -130,6 +130,10 @@ def build_model_folder(
         save_for_hf(model, str(tmp), safe_serialization=True)
         _check_same_weights(run, tmp)
         hf_config = _read_json(tmp / MODEL_CONFIG)
+        if isinstance(hf_config.get("pretrained_cfg"), dict):
+            # The trained weights' licence, as the card states it, not the architecture default's.
+            hf_config["pretrained_cfg"]["license"] = license
+            (tmp / MODEL_CONFIG).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
         # timm's config.json records num_features (the trunk's channels) but not the embedding width.
         card_config = {"head_hidden_size": embedding_dim(model), **hf_config}
         card = render_model_card(
