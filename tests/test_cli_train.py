@@ -72,6 +72,7 @@ def test_flags_override_config_file(tmp_path):
         ("", ["--data-dir", "/nonexistent/fgsbir"], "data directory /nonexistent/fgsbir does not exist"),
         ("- a\n- b\n", [], "must hold a mapping"),
         ("", ["--data-kwargs", '{"seed": 3}'], "it sets seed, which training sets itself"),
+        ("", ["--data-kwargs", '{"validation_size": 0.2}'], "it sets validation_size, which training sets"),
     ],
 )
 def test_bad_config_gives_one_sentence(tmp_path, fgsbir, config_text, flags, expected):
@@ -145,3 +146,21 @@ def test_eval_and_embed_commands(tmp_path, fgsbir, monkeypatch, tiny):
     status, _, err = fgsbir(*embed, images, "--out", tmp_path / "x.txt")
     assert status == 2 and "must end in .safetensors" in _one_sentence(err)
     assert not (tmp_path / "x.txt").exists() and not (tmp_path / "x.safetensors").exists()
+
+
+def test_training_accepts_the_lenient_load_a_damaged_image_error_offers(tmp_path):
+    """The reader's error for a damaged image says 'or pass lenient=True'; training takes it in --data-kwargs."""
+    root = tmp_path / "pairs"
+    (root / "photos").mkdir(parents=True)
+    (root / "sketches").mkdir()
+    for i in range(10):
+        Image.new("RGB", (32, 32), (25 * i, 0, 0)).save(root / "photos" / f"p{i}.png")
+        Image.new("L", (32, 32), 25 * i).save(root / "sketches" / f"p{i}_1.png")
+    (root / "photos" / "p9.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 40)  # damaged
+    cfg = dict(data=str(root), model="test_resnet", image_size=28, batch_size=2, max_steps=2, progress=False)
+    cfg.update(device="cpu", validation_size=0.0)
+    with pytest.raises(ValueError, match=r"p9\.png cannot be read .*\(or pass lenient=True"):
+        train(TrainConfig(out=str(tmp_path / "strict"), **cfg))
+    with pytest.warns(UserWarning, match="1 corrupt_image .*p9.png"):
+        summary = train(TrainConfig(out=str(tmp_path / "lenient"), data_kwargs={"lenient": True}, **cfg))
+    assert summary["step"] == 2

@@ -43,8 +43,9 @@ SCHEDULES = ("cosine", "onecycle", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CACHE_MODES = ("auto", "yes", "no")
 
-# Keywords of load_fgsbir_pair that training sets itself, so --data-kwargs must not repeat them.
-_DATA_OPTIONS = frozenset({"name_or_path", "data_dir", "validation_size", "seed", "lenient"})
+# Keywords of load_fgsbir_pair that training sets itself, so --data-kwargs must not repeat them. (``lenient``
+# is not one: a damaged image's error offers it, and {"lenient": true} skips and counts such files.)
+_DATA_OPTIONS = frozenset({"name_or_path", "data_dir", "validation_size", "seed"})
 
 # Settings that do not change what is computed, so --resume may change them.
 RESUME_OVERRIDABLE = frozenset(
