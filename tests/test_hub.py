@@ -320,6 +320,23 @@ def test_card_without_evaluation_says_so():
     assert '.convert("L")' in card and 'model(sketch, modality="sketch")' in card
 
 
+def test_card_names_the_dataset_and_warns_when_its_gallery_is_edge_maps():
+    def card_for(dataset):
+        hf_config = {
+            "architecture": "dssa",
+            "num_features": 512,
+            "pretrained_cfg": {"input_size": [3, 224, 224]},
+        }
+        return render_model_card(repo_id=REPO, hf_config=hf_config, run_config={"data": dataset}, evals=[])
+
+    v1 = card_for("chairs_v1")
+    assert "trained on QMUL-Chair-V1 (`chairs_v1`)" in v1
+    assert "The gallery of QMUL-Chair-V1 is photo *edge maps*" in v1.replace("\n", " ")
+    v2 = card_for("chairv2")
+    assert "QMUL-Chair-V2 (`chairv2`)" in v2 and "edge maps" not in v2
+    assert "a local dataset folder" in card_for("/data/my_pairs") and "edge maps" not in card_for("/data/x")
+
+
 # --- run folder and repo id validation ----------------------------------------------------------
 
 

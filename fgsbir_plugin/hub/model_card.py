@@ -34,6 +34,35 @@ def _embedding_dim(hf_config: Mapping):
     return hf_config.get("head_hidden_size") or hf_config.get("num_features", "?")
 
 
+# The loaders' dataset names, as the datasets' authors name them.
+_DATASET_TITLES = {
+    "chairs_v1": "QMUL-Chair-V1",
+    "shoes_v1": "QMUL-Shoe-V1",
+    "chairv2": "QMUL-Chair-V2",
+    "shoev2": "QMUL-Shoe-V2",
+    "sketchy": "Sketchy",
+    "synthetic": "fgsbir-plugin's generated synthetic shapes",
+}
+# Datasets whose gallery is photo edge maps: their colour photos were never released.
+_EDGE_MAP_GALLERIES = ("chairs_v1", "shoes_v1")
+
+
+def _dataset_title(dataset: str) -> str:
+    """``"QMUL-Chair-V1 (`chairs_v1`)"`` for a known loader name; anything else as it is."""
+    return f"{_DATASET_TITLES[dataset]} (`{dataset}`)" if dataset in _DATASET_TITLES else dataset
+
+
+def _gallery_note(dataset: str) -> str:
+    """A Limitations item for datasets whose "photos" are edge maps; empty otherwise."""
+    if dataset not in _EDGE_MAP_GALLERIES:
+        return ""
+    return (
+        f"\n- The gallery of {_DATASET_TITLES[dataset]} is photo *edge maps* (its colour photos were never "
+        "released): this model was trained and scored on edge maps, not on photographs. Expect much lower "
+        "accuracy on colour photos unless they are turned into edge maps of the same kind."
+    )
+
+
 def _dataset_name(run_config: Mapping, evals: Sequence[Mapping]) -> str:
     for source in (run_config, *evals):
         for key in ("dataset", "data"):
@@ -252,7 +281,7 @@ def render_model_card(
     return load_template("model_card.md").substitute(
         front_matter=front_matter(metadata),
         title=repo_id.split("/")[-1],
-        summary=_summary(architecture, dataset, holef),
+        summary=_summary(architecture, _dataset_title(dataset), holef),
         embedding_dim=dim,
         architecture=architecture,
         model_args=table_cell(model_args) if model_args else "none (defaults)",
@@ -261,9 +290,10 @@ def render_model_card(
         repo_id=repo_id,
         embed_lines="\n".join(usage),
         holef_section=_holef_section(dim) if holef else "",
-        training_section=_training_section(run_config, dataset),
+        training_section=_training_section(run_config, _dataset_title(dataset)),
         evaluation_section=_evaluation_table(evals),
-        dataset_desc=dataset,
-        licence_section=_licence_section(license, dataset),
+        dataset_desc=_dataset_title(dataset),
+        gallery_note=_gallery_note(dataset),
+        licence_section=_licence_section(license, _dataset_title(dataset)),
         plugin_version=__version__,
     )
