@@ -59,6 +59,9 @@ def test_sampler_validation():
         PairBatchSampler(_layout(), batch_size=12)
     with pytest.raises(ValueError, match="multiple of k"):
         PairBatchSampler(_layout(), batch_size=5, k=2)
+    # One photo left for training: the fix is more training photos, not a smaller batch (none would do).
+    with pytest.raises(ValueError, match="training split has 1 photo.*smaller --validation-size"):
+        PairBatchSampler(torch.zeros(3, dtype=torch.long), batch_size=2)
 
 
 def test_pair_dataset_and_collate():

@@ -85,6 +85,11 @@ class PairBatchSampler(torch.utils.data.Sampler):
             raise ValueError(
                 f"a batch needs at least 2 distinct photos to form negatives; got batch_size {batch_size}, k {k}."
             )
+        if self.num_photos < 2:
+            raise ValueError(
+                f"the training split has {self.num_photos} photo(s), and a batch needs at least 2 to form "
+                "negatives; give training more photos (a smaller --validation-size, or a smaller test share)."
+            )
         if self.num_photos < self.p:
             raise ValueError(
                 f"batch_size {batch_size} asks for {self.p} distinct photos but the split has only "
