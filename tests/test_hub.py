@@ -337,6 +337,18 @@ def test_card_names_the_dataset_and_warns_when_its_gallery_is_edge_maps():
     assert "a local dataset folder" in card_for("/data/my_pairs") and "edge maps" not in card_for("/data/x")
 
 
+def test_card_commands_show_no_local_paths():
+    hf_config = {"architecture": "dssa", "num_features": 512, "pretrained_cfg": {"input_size": [3, 224, 224]}}
+    command = "fgsbir eval --checkpoint /home/me/runs/x --data chairs_v1 --data-dir=/srv/data --split test"
+    card = render_model_card(
+        repo_id=REPO, hf_config=hf_config, run_config={}, evals=[{**EVAL, "command": command}]
+    )
+    assert "/home/me" not in card and "/srv/data" not in card
+    assert (
+        "fgsbir eval --checkpoint <local path> --data chairs_v1 --data-dir=<local path> --split test" in card
+    )
+
+
 # --- run folder and repo id validation ----------------------------------------------------------
 
 

@@ -94,6 +94,18 @@ def _evaluation_row(e: Mapping, keys: Sequence[str]) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
 
 
+def _redact_command(command: str) -> str:
+    """The command with each absolute local path (also as ``--flag=/path``) shown as ``<local path>``."""
+
+    def word(token: str) -> str:
+        flag, eq, value = token.partition("=")
+        if eq and flag.startswith("-") and is_local_path(value):
+            return f"{flag}=<local path>"
+        return "<local path>" if is_local_path(token) else token
+
+    return " ".join(word(t) for t in command.split(" "))
+
+
 def _evaluation_table(evals: Sequence[Mapping]) -> str:
     if not evals:
         return (
@@ -112,7 +124,9 @@ def _evaluation_table(evals: Sequence[Mapping]) -> str:
         "Views: 1 is the centre crop; 10 averages the embeddings of the four corner crops, the centre crop "
         "and their mirror images."
     )
-    commands = [e["command"] for e in evals if isinstance(e.get("command"), str) and e["command"]]
+    commands = [
+        _redact_command(e["command"]) for e in evals if isinstance(e.get("command"), str) and e["command"]
+    ]
     if commands:
         text += "\n\nProduced by:\n\n```bash\n" + "\n".join(commands) + "\n```"
     return text
