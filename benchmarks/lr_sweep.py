@@ -133,9 +133,8 @@ def sweep(args) -> dict[str, Any]:
             print(f"[lr-sweep] lr {label}: python benchmarks/accuracy.py {shlex.join(run_args)}", flush=True)
             accuracy.main(run_args)
         for ref, m, seed in grid:
-            rec = _fresh_cell(
-                h, h.cell_path(ref.name, m, seed), ref, m, seed
-            )  # None: missing, other settings
+            # None when the cell is missing or was made with other settings
+            rec = _fresh_cell(h, h.cell_path(ref.name, m, seed), ref, m, seed)
             cells[m].setdefault(label, {}).setdefault(ref.name, {})[seed] = _validation_acc1(rec)
     # a rate whose cells are not all there is shown but not compared
     means = {

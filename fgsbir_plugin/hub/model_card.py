@@ -284,6 +284,7 @@ def render_model_card(
     dim = _embedding_dim(hf_config)
     holef = bool(model_args.get("holef"))
     dataset = _dataset_name(run_config, evals)
+    dataset_title = _dataset_title(dataset)
     metadata = _metadata(
         architecture=architecture,
         holef=holef,
@@ -295,7 +296,7 @@ def render_model_card(
     return load_template("model_card.md").substitute(
         front_matter=front_matter(metadata),
         title=repo_id.split("/")[-1],
-        summary=_summary(architecture, _dataset_title(dataset), holef),
+        summary=_summary(architecture, dataset_title, holef),
         embedding_dim=dim,
         architecture=architecture,
         model_args=table_cell(model_args) if model_args else "none (defaults)",
@@ -304,10 +305,10 @@ def render_model_card(
         repo_id=repo_id,
         embed_lines="\n".join(usage),
         holef_section=_holef_section(dim) if holef else "",
-        training_section=_training_section(run_config, _dataset_title(dataset)),
+        training_section=_training_section(run_config, dataset_title),
         evaluation_section=_evaluation_table(evals),
-        dataset_desc=_dataset_title(dataset),
+        dataset_desc=dataset_title,
         gallery_note=_gallery_note(dataset),
-        licence_section=_licence_section(license, _dataset_title(dataset)),
+        licence_section=_licence_section(license, dataset_title),
         plugin_version=__version__,
     )
