@@ -272,15 +272,24 @@ def _check_png(out: Path) -> None:
         raise ValueError(f"contact sheet {out} must end in .png: the sheet is written as a PNG.")
 
 
+def _fit(draw, text: str, width: int) -> str:
+    """``text``, its start cut to ``...`` until it fits in ``width`` pixels (a file name's end tells it apart)."""
+    if draw.textlength(text) <= width:
+        return text
+    while len(text) > 1 and draw.textlength("..." + text) > width:
+        text = text[1:]
+    return "..." + text
+
+
 def write_contact_sheet(sketch: Path, results: list[tuple[Path, float]], out: Path, thumb: int = 160) -> Path:
-    """One PNG row: the sketch, then each result photo with its rank and distance under it."""
+    """One PNG row: the sketch, then each result photo with its rank, distance and file name under it."""
     _check_png(out)
     from PIL import Image, ImageDraw
 
     from fgsbir_plugin._common import atomic_path
 
-    label_h = 18
-    sheet = Image.new("RGB", ((len(results) + 1) * (thumb + 8) + 8, thumb + label_h + 16), "white")
+    line_h = 14
+    sheet = Image.new("RGB", ((len(results) + 1) * (thumb + 8) + 8, thumb + 2 * line_h + 20), "white")
     draw = ImageDraw.Draw(sheet)
     tiles = [(sketch, "sketch")] + [(p, f"#{i} {d:.4g}") for i, (p, d) in enumerate(results, 1)]
     for col, (path, caption) in enumerate(tiles):
@@ -288,7 +297,9 @@ def write_contact_sheet(sketch: Path, results: list[tuple[Path, float]], out: Pa
         im.thumbnail((thumb, thumb))
         x = 8 + col * (thumb + 8)
         sheet.paste(im, (x + (thumb - im.width) // 2, 8 + (thumb - im.height) // 2))
-        draw.text((x, thumb + 12), caption, fill=(200, 0, 0) if col == 0 else (0, 0, 0))
+        colour = (200, 0, 0) if col == 0 else (0, 0, 0)
+        for line, text in enumerate((caption, _fit(draw, Path(path).name, thumb))):
+            draw.text((x, thumb + 12 + line * line_h), text, fill=colour)
     out = Path(out)
     with atomic_path(out) as tmp:
         sheet.save(tmp, format="PNG")

@@ -218,6 +218,33 @@ def test_cli_user_errors(workspace, cosine_index):
     assert not (root / "sheet.jpg").exists()
 
 
+def test_the_contact_sheet_names_each_photo_and_cuts_a_long_name_from_its_start(tmp_path, monkeypatch):
+    from PIL import ImageDraw
+
+    from fgsbir_cli.search import write_contact_sheet
+
+    drawn = []
+    real_text = ImageDraw.ImageDraw.text
+
+    def text(self, xy, string, *args, **kwargs):
+        drawn.append((string, self.textlength(string)))
+        return real_text(self, xy, string, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", text)
+    long_name = "a_very_long_product_photo_file_name_from_a_shop_catalogue_0042.png"
+    paths = []
+    for name in ("sketch.png", "short.png", long_name):
+        Image.new("RGB", (40, 30), "gray").save(tmp_path / name)
+        paths.append(tmp_path / name)
+    out = write_contact_sheet(paths[0], [(paths[1], 0.25), (paths[2], 0.5)], tmp_path / "sheet.png")
+    strings = [s for s, _ in drawn]
+    assert strings[:4] == ["sketch", "sketch.png", "#1 0.25", "short.png"]
+    assert strings[4] == "#2 0.5" and strings[5].startswith("...") and long_name.endswith(strings[5][3:])
+    assert len(strings[5]) < len(long_name) and drawn[5][1] <= 160
+    with Image.open(out) as im:
+        assert im.size == (3 * (160 + 8) + 8, 160 + 2 * 14 + 20)
+
+
 def test_a_spec_faiss_refuses_fails_before_any_photo_is_embedded(workspace, tmp_path, monkeypatch):
     import fgsbir_plugin.embedding as embedding
 
