@@ -228,7 +228,10 @@ def _add_train(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
-        "--config", dest="config_file", default=None, help="YAML, TOML or JSON file of options (flags override it)"
+        "--config",
+        dest="config_file",
+        default=None,
+        help="YAML, TOML or JSON file of options (flags override it)",
     )
     _add_data_options(p)
     _add_model_options(p)
