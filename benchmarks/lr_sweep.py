@@ -172,6 +172,9 @@ def markdown(report: dict) -> str:
         f"Validation acc@1 (the split carved from train that picks each cell's model), mean over seeds "
         f"{', '.join(map(str, report['seeds']))}; test figures are not read. Rule: {report['rule']}.",
         "",
+        "*config's rate*: the rate the config gave the method when this table was written (before the "
+        "chosen rates are copied into it, the rate the protocol had been using).",
+        "",
         f"Command: `{report['command']}`  ",
         f"Written: {report['date']}",
         "",
@@ -189,7 +192,7 @@ def markdown(report: dict) -> str:
                 row.append(f"{statistics.mean(vals):.1f}" if vals else "—")
             mean = report["mean_validation_acc1"][m].get(lr)
             mark = "**chosen**" if report["chosen_lr"].get(m) == lr else ""
-            mark += " (protocol's before)" if report["protocol_lr"].get(m) == lr else ""
+            mark += " (config's rate)" if report["protocol_lr"].get(m) == lr else ""
             lines.append(
                 f"| {m} | {lr} | "
                 + " | ".join(row)

@@ -349,7 +349,10 @@ def test_lr_sweep_reads_validation_only_and_reuses_the_protocols_own_cells(tmp_p
         rec["selection"]["best_val_acc1_acc10"][0]
     )
     assert report["protocol_lr"] == {"triplet": "0.001", "dssa_full": "0.001"}
-    assert "**chosen**" in out.with_suffix(".md").read_text() and "acc@10" not in json.dumps(report)
+    md = out.with_suffix(".md").read_text()
+    assert "**chosen**" in md and "acc@10" not in json.dumps(report)
+    marked = [line.split(" | ")[:2] for line in md.splitlines() if "(config's rate)" in line]
+    assert marked == [["| triplet", "0.001"], ["| dssa_full", "0.001"]]  # the rate the config gave them
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "work" / "results").rglob("seed*.json")}
     assert lr_sweep.main(argv) == 0  # every cell done: nothing trained again
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "work" / "results").rglob("seed*.json")} == before
