@@ -93,8 +93,9 @@ _DIVERGING = textwrap.dedent(
         result = "finished"
     except loop.TrainingDiverged as err:
         result = str(err)
+    import torch.distributed as dist
     with open(os.path.join({out!r}, "rank" + os.environ["RANK"] + ".txt"), "w") as fh:
-        fh.write(result)
+        fh.write(result + "\\nin the process group after train(): " + str(dist.is_initialized()))
     """
 )
 
@@ -107,6 +108,9 @@ def test_a_loss_that_diverges_on_one_process_stops_every_process(tmp_path):
     r0, r1 = (out / "rank0.txt").read_text(), (out / "rank1.txt").read_text()
     assert r1.startswith("training diverged at step 1 (the loss is nan)")
     assert r0.startswith("training diverged at step 1 (the loss is not finite on another process)")
+    # train() left the process group although it raised: a process that exits still in it can abort
+    # (gloo, SIGABRT at interpreter exit), which failed this test now and then
+    assert r0.endswith("after train(): False") and r1.endswith("after train(): False")
     events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "diverged" and events[-1]["step"] == 1
     assert json.loads((out / "state" / "train_state.json").read_text())["state"] is not None  # step 1's state

@@ -43,7 +43,13 @@ def train(cfg: TrainConfig, datasets=None, model: torch.nn.Module | None = None)
     run = RunFolder(Path(cfg.out))
     lock = run.lock(create=not cfg.resume) if ddp.dist_info().rank == 0 else contextlib.nullcontext()
     with lock:
-        return run_session(start_session(cfg, datasets, model))
+        try:
+            s = start_session(cfg, datasets, model)
+        except BaseException:
+            if ddp.dist_info().distributed:
+                ddp.cleanup()  # set-up may have failed after joining the process group (see run_session)
+            raise
+        return run_session(s)
 
 
 def run_session(
@@ -76,6 +82,11 @@ def run_session(
     finally:
         bar.close()
         s.log.close()
+        # Leave the process group on every way out, a diverged run's too: a process that exits while
+        # still in it can abort (SIGABRT, "terminate called without an active exception") when gloo's
+        # threads are torn down with the interpreter, and torchrun then reports the run as failed.
+        if s.info.distributed:
+            ddp.cleanup()
     return _finish(s, stopped)
 
 
@@ -92,6 +103,4 @@ def _finish(s: TrainSession, stopped: bool) -> dict[str, Any]:
     }
     if s.main and s.progress["done"]:
         s.log.write({"event": "end", **summary})
-    if s.info.distributed:
-        ddp.cleanup()
     return summary
