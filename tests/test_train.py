@@ -276,6 +276,26 @@ def test_without_validation_split_the_last_model_is_kept(tmp_path, tiny):
     assert summary["best"] is None and (tmp_path / "nv" / "model" / "model.safetensors").is_file()
 
 
+def test_a_validation_split_of_a_few_sketches_is_warned_about(tmp_path, tiny, recwarn):
+    from fgsbir_plugin.train.session import SmallValidationWarning
+
+    sk, ph = tiny
+    few = (
+        {**sk, "validation": sk["validation"].select(range(2))},
+        {
+            **ph,
+            "validation": ph["validation"].filter(
+                lambda r: r["photo_id"] in set(sk["validation"][:2]["photo_id"])
+            ),
+        },
+    )
+    with pytest.warns(SmallValidationWarning, match="only 2 sketches: its acc@1 moves in steps of 50 points"):
+        train(_cfg(tmp_path / "few", epochs=1), datasets=few)
+    recwarn.clear()
+    train(_cfg(tmp_path / "enough", epochs=1), datasets=tiny)  # 8 validation sketches
+    assert not [w for w in recwarn if issubclass(w.category, SmallValidationWarning)]
+
+
 def test_holef_wiring_with_a_plain_trunk(tmp_path, tiny):
     """A timm trunk without HOLEF support: W is trained, saved beside model/ and used by eval."""
     train(_cfg(tmp_path / "h", loss="holef", miner="semi-hard", epochs=1), datasets=tiny)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,20 @@ from .frozen import CachedPairDataset, FrozenTrunk, cached_views
 from .optim import build_optimizer
 from .run_log import RunLog
 
-__all__ = ["TrainSession", "start_session", "new_progress"]
+__all__ = [
+    "TrainSession",
+    "start_session",
+    "new_progress",
+    "SmallValidationWarning",
+    "MIN_VALIDATION_SKETCHES",
+]
+
+# Fewer validation sketches than this, and picking the best model on their acc@1 is mostly chance.
+MIN_VALIDATION_SKETCHES = 5
+
+
+class SmallValidationWarning(UserWarning):
+    """The validation split is too small for its acc@1 to tell models apart (see ``MIN_VALIDATION_SKETCHES``)."""
 
 
 def new_progress() -> dict[str, Any]:
@@ -211,6 +225,18 @@ def _input_pipeline(
         )
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     val_tables = None
+    if (
+        "validation" in sketches
+        and 0 < len(sketches["validation"]) < MIN_VALIDATION_SKETCHES
+        and info.rank == 0
+    ):
+        n = len(sketches["validation"])
+        warnings.warn(
+            f"the validation split has only {n} sketch{'es' if n > 1 else ''}: its acc@1 moves in steps of "
+            f"{100 / n:.0f} points, so the best model is picked almost by chance; raise --validation-size.",
+            SmallValidationWarning,
+            stacklevel=2,
+        )
     if "validation" in sketches and len(sketches["validation"]) > 0 and info.rank == 0:
         val_tables = (
             ImageTable(sketches["validation"], "sketch", load, c, cache, cfg.cache_limit_mb),
