@@ -233,7 +233,8 @@ def _input_pipeline(
         n = len(sketches["validation"])
         warnings.warn(
             f"the validation split has only {n} sketch{'es' if n > 1 else ''}: its acc@1 moves in steps of "
-            f"{100 / n:.0f} points, so the best model is picked almost by chance; raise --validation-size.",
+            f"{100 / n:.0f} points, so the best model is picked almost by chance; raise --validation-size "
+            "(or give your own validation split more photos).",
             SmallValidationWarning,
             stacklevel=2,
         )
