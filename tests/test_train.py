@@ -85,6 +85,32 @@ def test_eval_reads_the_runs_own_reader_options_for_its_dataset(tmp_path, tiny):
     assert other["data_kwargs"] == {}
 
 
+def test_eval_scores_the_splits_the_run_was_trained_beside_its_seed_and_validation_carve(tmp_path):
+    """The run's seed also seeds generated data (and a pairs folder's test split): eval must use it, and
+    its validation fraction gives back the validation split that chose the model."""
+    from fgsbir_plugin.data import load_fgsbir_pair
+
+    run = tmp_path / "run"
+    sizes = {"num_photos": 30, "sketches_per_photo": 2, "image_size": 40, "test_fraction": 0.3}
+    summary = train(
+        _cfg(run, epochs=2, data="synthetic", data_kwargs=sizes, validation_size=0.25, seed=3, eval_every=3)
+    )
+    report = run_eval(run, "synthetic", split="validation", device="cpu")
+    assert report["run_splits"] == {"seed": 3, "validation_size": 0.25}
+    # 21 train photos, a quarter carved: 5 photos, 2 sketches each; the saved model's validation figures
+    assert (report["num_queries"], report["num_gallery"]) == (10, 5)
+    assert [report["metrics"]["acc@1"], report["metrics"]["acc@10"]] == pytest.approx(summary["best"])
+    assert (run / "eval_validation.json").is_file()
+    test = run_eval(run, "synthetic", device="cpu")
+    trained_beside = load_fgsbir_pair("synthetic", validation_size=0.25, seed=3, **sizes)
+    same = run_eval(run, "synthetic", device="cpu", datasets=trained_beside, out=tmp_path / "same.json")
+    assert test["metrics"] == same["metrics"] and test["num_gallery"] == 9
+    other = tmp_path / "other"
+    train(_cfg(other, epochs=1, data="synthetic", data_kwargs=sizes, validation_size=0))
+    with pytest.raises(ValueError, match="a run trained on it with --validation-size carves one from train"):
+        run_eval(other, "synthetic", split="validation", device="cpu")
+
+
 def test_refuses_to_overwrite_a_run(tmp_path, tiny):
     train(_cfg(tmp_path / "run", epochs=1), datasets=tiny)
     with pytest.raises(ValueError, match="already holds a run"):

@@ -131,25 +131,46 @@ def run_eval(
 ) -> dict[str, Any]:
     """Load a trained model, score it on ``split`` of ``data``, write ``eval_<split>.json``; return the report.
 
-    ``datasets`` optionally gives ``(sketches, photos)`` DatasetDicts instead of ``load_fgsbir``. Without
-    ``data_kwargs``, a run folder trained on the same ``data`` lends its own reader options (the sizes of a
-    generated dataset, for one), so the split scored is the split the run was trained beside.
+    ``datasets`` optionally gives ``(sketches, photos)`` DatasetDicts instead of ``load_fgsbir``. A run
+    folder trained on the same ``data`` lends what makes its splits, so the split scored is the one the run
+    was trained beside: its reader options when ``data_kwargs`` is not given (a generated dataset's sizes,
+    for one), and always its seed and validation fraction. The seed also seeds a generated dataset and a
+    pairs folder's or Sketchy's test split (scored with another seed, a test split could hold photos the
+    run trained on); the fraction carves the validation split the run's model was chosen on, so
+    ``split="validation"`` compares settings such as ``views`` without reading the test split. The report
+    records them as ``run_splits``.
     """
     run, model_dir = RunFolder.resolve(checkpoint)
     dev = resolve_device(device)
-    if data_kwargs is None and run.run_config_path.is_file():
-        trained_on = run.read_run_config()
-        if trained_on.get("data") == data:
-            data_kwargs = dict(trained_on.get("data_kwargs") or {})
+    trained_on = run.read_run_config() if run.run_config_path.is_file() else {}
+    if trained_on.get("data") != data:
+        trained_on = {}  # the run's settings describe another dataset
+    if data_kwargs is None and trained_on:
+        data_kwargs = dict(trained_on.get("data_kwargs") or {})
+    data_kwargs = dict(data_kwargs or {})
+    run_splits = None
     if datasets is None:
         if data_dir is not None and not Path(data_dir).is_dir():
             raise FileNotFoundError(
                 f"data directory {data_dir} does not exist; pass --data-dir pointing at the dataset."
             )
-        datasets = load_fgsbir_pair(data, data_dir, **dict(data_kwargs or {}))
+        if trained_on:
+            run_splits = {
+                "seed": int(trained_on.get("seed", 0)),
+                "validation_size": float(trained_on.get("validation_size") or 0.0),
+            }
+        reader = {k: v for k, v in data_kwargs.items() if k != "seed"}  # a seed given there wins
+        seed = data_kwargs.get("seed", run_splits["seed"] if run_splits else 0)
+        vs = run_splits["validation_size"] if run_splits else 0.0
+        datasets = load_fgsbir_pair(data, data_dir, validation_size=vs, seed=seed, **reader)
     sketches, photos = datasets
     if split not in sketches or split not in photos:
-        raise ValueError(f"split {split!r} is not in {data}; it has {', '.join(sketches)}.")
+        hint = (
+            " (a run trained on it with --validation-size carves one from train)"
+            if split == "validation"
+            else ""
+        )
+        raise ValueError(f"split {split!r} is not in {data}; it has {', '.join(sketches)}{hint}.")
     model = load_model(model_dir, device=dev)
     result = evaluate_split(
         model,
@@ -166,8 +187,9 @@ def run_eval(
         path,
         result,
         dataset=data,
-        data_kwargs=dict(data_kwargs or {}),
+        data_kwargs=data_kwargs,
         split=split,
+        **({"run_splits": run_splits} if run_splits else {}),
         checkpoint=str(model_dir),
         device=describe_device(dev),
         model_name=str(model.pretrained_cfg.get("architecture", type(model).__name__)),
