@@ -277,7 +277,11 @@ def _add_eval(subparsers) -> None:
         default=None,
         help="JSON reader options (default: the run's own when --data is the dataset it was trained on)",
     )
-    p.add_argument("--split", default="test", help="split to score (default test)")
+    p.add_argument(
+        "--split",
+        default="test",
+        help="split to score (default test); validation: the one the run carved from train to choose its model",
+    )
     p.add_argument(
         "--views", type=int, choices=(1, 10), default=1, help="1 centre crop, or the 10 views averaged"
     )
