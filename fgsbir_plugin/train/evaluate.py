@@ -159,8 +159,8 @@ def run_eval(
                 "seed": int(trained_on.get("seed", 0)),
                 "validation_size": float(trained_on.get("validation_size") or 0.0),
             }
-        reader = {k: v for k, v in data_kwargs.items() if k != "seed"}  # a seed given there wins
-        seed = data_kwargs.get("seed", run_splits["seed"] if run_splits else 0)
+        reader = dict(data_kwargs)
+        seed = reader.pop("seed", run_splits["seed"] if run_splits else 0)  # a seed given there wins
         vs = run_splits["validation_size"] if run_splits else 0.0
         datasets = load_fgsbir_pair(data, data_dir, validation_size=vs, seed=seed, **reader)
     sketches, photos = datasets

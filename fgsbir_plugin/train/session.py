@@ -225,20 +225,16 @@ def _input_pipeline(
         )
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     val_tables = None
-    if (
-        "validation" in sketches
-        and 0 < len(sketches["validation"]) < MIN_VALIDATION_SKETCHES
-        and info.rank == 0
-    ):
-        n = len(sketches["validation"])
-        warnings.warn(
-            f"the validation split has only {n} sketch{'es' if n > 1 else ''}: its acc@1 moves in steps of "
-            f"{100 / n:.0f} points, so the best model is picked almost by chance; raise --validation-size "
-            "(or give your own validation split more photos).",
-            SmallValidationWarning,
-            stacklevel=2,
-        )
     if "validation" in sketches and len(sketches["validation"]) > 0 and info.rank == 0:
+        n = len(sketches["validation"])
+        if n < MIN_VALIDATION_SKETCHES:
+            warnings.warn(
+                f"the validation split has only {n} sketch{'es' if n > 1 else ''}: its acc@1 moves in steps "
+                f"of {100 / n:.0f} points, so the best model is picked almost by chance; raise "
+                "--validation-size (or give your own validation split more photos).",
+                SmallValidationWarning,
+                stacklevel=2,
+            )
         val_tables = (
             ImageTable(sketches["validation"], "sketch", load, c, cache, cfg.cache_limit_mb),
             ImageTable(photos["validation"], "photo", load, c, cache, cfg.cache_limit_mb),
