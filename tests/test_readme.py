@@ -1,0 +1,227 @@
+"""The README's Python examples run as written.
+
+Every ```python block of README.md has an entry in ``BLOCKS`` (keyed by the block's first line, less
+its comment): either
+how to run it (names the block uses without defining them, path replacements, checks of the outputs
+its comments promise) or why it is not run here (those blocks are not collected). A new or reworded block without an entry fails
+``test_every_python_block_has_an_entry``, so an example cannot drift from the code unnoticed.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def python_blocks() -> list[tuple[int, str]]:
+    """(line number of the first code line, code) for each ```python block of the README."""
+    blocks, code, start = [], None, 0
+    for number, line in enumerate(README.read_text().splitlines(), 1):
+        if code is None and line.strip() == "```python":
+            code, start = [], number + 1
+        elif code is not None and line.strip() == "```":
+            blocks.append((start, "\n".join(code) + "\n"))
+            code = None
+        elif code is not None:
+            code.append(line)
+    return blocks
+
+
+def _comment_dict(block: str, key: str) -> dict:
+    """The dict literal written in a ``# {...}`` comment of ``block`` that holds ``key``."""
+    for line in block.splitlines():
+        text = line.split("#", 1)[-1].strip()
+        if text.startswith("{") and f"'{key}'" in text:
+            return ast.literal_eval(re.sub(r"<[^>]*>", "None", text))
+    raise AssertionError(f"no '# {{...}}' comment with {key!r} in the block")
+
+
+# --- what each block needs -----------------------------------------------------------------------------
+
+_MY_DATASET = """
+from PIL import Image
+import os
+def _image(path, mode, shade):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, (32, 32), shade).save(path)
+root = Path("my_dataset")
+# the README's layout, and a few more photos so that a 0.2 test fraction takes one
+for i, name in enumerate(["red_chair", "chair-0042", "stool", "bench", "sofa"]):
+    _image(root / "photos" / f"{name}.{'jpg' if i == 0 else 'png'}", "RGB", (10 * i, 50, 90))
+for i, name in enumerate(["red_chair_1", "red_chair_2", "chair-0042-1", "stool_1", "bench_1", "sofa_1"]):
+    _image(root / "sketches" / f"{name}.png", "L", 20 * i)
+"""
+
+_DAMAGED_DATASET = (
+    _MY_DATASET
+    + """
+(root / "photos" / "table.png").write_bytes(b"not an image")   # one corrupt image
+_image(root / "sketches" / "lamp_1.png", "L", 7)                 # two sketches without a photo
+_image(root / "sketches" / "lamp_2.png", "L", 8)
+"""
+)
+
+BLOCKS: dict[str, dict] = {
+    "import torch, timm, fgsbir_plugin": {
+        # the one line that downloads weights from the Hub
+        "drop": 'timm.create_model("dssa_resnet50", pretrained_backbone=True)',
+        "check": """
+assert emb.shape == (2, 512) and att.shape == (2, 1, 7, 7)
+assert torch.allclose(att.sum(dim=(1, 2, 3)), torch.ones(2))
+""",
+    },
+    "from pytorch_metric_learning import losses, miners": {
+        "setup": """
+import torch
+g = torch.Generator().manual_seed(0)
+sketch_emb, photo_emb = torch.randn(8, 512, generator=g), torch.randn(8, 512, generator=g)
+photo_ids = torch.arange(8)
+""",
+        "check": "assert torch.isfinite(loss) and loss.requires_grad",
+    },
+    "from fgsbir_plugin.data import load_fgsbir, load_fgsbir_pair": {
+        "data": True,
+        "check": """
+first = load_fgsbir("chairv2", data_dir=DATA)["train"][0]
+promised = _comment_dict(BLOCK, "sketch_id")
+assert {k: first[k] for k in ("sketch_id", "photo_id", "category")} == {
+    k: promised[k] for k in ("sketch_id", "photo_id", "category")}
+assert first["sketch"].mode == "L" and first["sketch"].size == (256, 256)
+assert set(sketches) == set(photos) == {"train", "validation", "test"}
+assert not set(photos["train"]["photo_id"]) & set(photos["validation"]["photo_id"])
+""",
+    },
+    'early = load_fgsbir("chairv2", fraction=0.3)': {
+        "data": True,
+        "setup": """
+import numpy as np
+from fgsbir_plugin.data import load_fgsbir
+points = np.array([[0, 0, 0], [40, 40, 0], [80, 20, 1], [10, 90, 0], [90, 90, 1]], dtype=float)
+""",
+        "check": "assert img.mode == 'L' and img.size == (256, 256) and len(early['test']) == 323",
+    },
+    "from fgsbir_plugin.data import annotated_triplets": {
+        "data": True,
+        "check": """
+assert triplets["train"][0] == _comment_dict(BLOCK, "sketch_id")
+""",
+    },
+    'sketches, photos = load_fgsbir_pair("my_dataset", category="chair", test_fraction=0.2, seed=0)': {
+        "setup": _MY_DATASET + "from fgsbir_plugin.data import load_fgsbir_pair\n",
+        "check": """
+assert sorted([*photos["train"]["photo_id"], *photos["test"]["photo_id"]]) == sorted(
+    ["red_chair", "chair-0042", "stool", "bench", "sofa"])
+assert len(photos["test"]) == 1 and set(photos["train"]["category"]) == {"chair"}
+by_id = {row["sketch_id"]: row["photo_id"] for split in sketches for row in sketches[split]}
+assert by_id["chair-0042-1"] == "chair-0042" and by_id["red_chair_2"] == "red_chair"
+""",
+    },
+    "from fgsbir_plugin.data import SkipLog": {
+        "setup": _DAMAGED_DATASET + "from fgsbir_plugin.data import load_fgsbir\n",
+        "warnings": True,
+        "check": """
+promised = eval(re.search(r"# (Counter\\(.*\\))", BLOCK).group(1))
+assert log.counts == promised, log.counts
+""",
+    },
+    "from fgsbir_plugin.data import save_parquet, load_parquet, export_imagefolder": {
+        "setup": """
+from fgsbir_plugin.data import load_fgsbir
+kw = dict(num_photos=8, sketches_per_photo=2, image_size=32, seed=0)
+sketches = load_fgsbir("synthetic", config="sketches", **kw)
+photos = load_fgsbir("synthetic", config="photos", **kw)
+original = sketches
+""",
+        "check": """
+import datasets
+assert FAKE_HUB.api.uploaded is not None and "README.md" in FAKE_HUB.api.uploaded
+folder = datasets.load_dataset("imagefolder", data_dir="chairv2_sketches")
+for split in original:
+    assert folder[split]["sketch_id"] == original[split]["sketch_id"]
+    assert sketches[split]["sketch_id"] == original[split]["sketch_id"]
+""",
+    },
+    "from fgsbir_plugin.data import load_fgsbir": {
+        "check": "assert len(photos['train']) + len(photos['test']) == 128 and len(sketches['train']) == 3 * len(photos['train'])",
+    },
+    "from fgsbir_plugin.search import GalleryIndex": {
+        "setup": """
+import timm, torch, fgsbir_plugin
+model = timm.create_model("dssa", holef=True).eval()
+g = torch.Generator().manual_seed(0)
+photo_embeddings, sketch_embeddings = torch.randn(20, 512, generator=g), torch.randn(3, 512, generator=g)
+photo_ids = [f"p{i}" for i in range(20)]
+""",
+        "check": "assert dist.shape == ids.shape == (3, 10) and set(ids.ravel()) <= set(photo_ids)",
+    },
+    "from gradio_client import Client, handle_file": {
+        "skip": "needs a running search page; test_app.py::test_search_endpoint_through_gradio_client makes this call"
+    },
+    "import fgsbir_plugin": {
+        "skip": "downloads from the Hub; test_hub.py loads the same hf-hub: name from an offline cache"
+    },
+    "from datasets import load_dataset": {
+        "skip": "downloads from the Hub; test_hub_dataset.py reads the pushed folder back with load_dataset"
+    },
+}
+
+
+def _key(block: str) -> str:
+    """A block's first line without its comment: what ``BLOCKS`` is keyed by."""
+    return block.splitlines()[0].split("  #")[0].strip()
+
+
+def _entry(block: str) -> dict | None:
+    return BLOCKS.get(_key(block))
+
+
+def test_every_python_block_has_an_entry():
+    blocks = python_blocks()
+    assert len(blocks) >= 10, "the README's python blocks were not found"
+    missing = [f"README.md:{line}: {code.splitlines()[0]}" for line, code in blocks if _entry(code) is None]
+    assert not missing, (
+        "README python blocks without an entry in BLOCKS (say how to run them or why not):\n"
+        + "\n".join(missing)
+    )
+    firsts = [_key(code) for _, code in blocks]
+    assert not [k for k in BLOCKS if k not in firsts], (
+        "BLOCKS has entries for blocks the README no longer has"
+    )
+
+
+def _runnable() -> list[tuple[int, str]]:
+    return [(line, code) for line, code in python_blocks() if "skip" not in (_entry(code) or {})]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("line,block", _runnable(), ids=lambda v: f"line{v}" if isinstance(v, int) else "")
+def test_readme_python_block_runs(line, block, tmp_path, monkeypatch, fake_hub, request):
+    entry = _entry(block)
+    if entry is None:
+        pytest.fail(f"README.md:{line} has no entry in BLOCKS")
+    code = block
+    if "drop" in entry:
+        assert entry["drop"] in code, f"README.md:{line}: the line to drop is gone: {entry['drop']}"
+        code = "\n".join(c for c in code.splitlines() if entry["drop"] not in c)
+    namespace = {"Path": Path, "Counter": Counter, "re": re, "BLOCK": block, "_comment_dict": _comment_dict}
+    if entry.get("data"):
+        data = request.getfixturevalue("data_dir")
+        monkeypatch.setenv("FGSBIR_DATA", str(data))
+        code = code.replace('"/data/fgsbir"', "DATA")
+        namespace["DATA"] = str(data)
+    namespace["FAKE_HUB"] = fake_hub
+    monkeypatch.setenv("HF_TOKEN", "hf_READMEtestTOKEN0123456789abcdef")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(entry.get("setup", ""), f"README.md:{line} (setup)", "exec"), namespace)
+    if entry.get("warnings"):
+        with pytest.warns(Warning):
+            exec(compile(code, f"README.md:{line}", "exec"), namespace)
+    else:
+        exec(compile(code, f"README.md:{line}", "exec"), namespace)
+    exec(compile(entry.get("check", ""), f"README.md:{line} (check)", "exec"), namespace)
