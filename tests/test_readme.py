@@ -10,7 +10,9 @@ its comments promise) or why it is not run here (those blocks are not collected)
 from __future__ import annotations
 
 import ast
+import importlib
 import re
+import shlex
 from collections import Counter
 from pathlib import Path
 
@@ -225,3 +227,97 @@ def test_readme_python_block_runs(line, block, tmp_path, monkeypatch, fake_hub, 
     else:
         exec(compile(code, f"README.md:{line}", "exec"), namespace)
     exec(compile(entry.get("check", ""), f"README.md:{line} (check)", "exec"), namespace)
+
+
+# --- the fgsbir commands of the bash blocks ------------------------------------------------------------
+
+
+def fgsbir_commands() -> list[tuple[int, list[str]]]:
+    """(line, argv after ``fgsbir``) for each ``fgsbir`` command of the README's ```bash blocks.
+
+    Continuation lines (and a quoted argument over several lines) are joined and comments dropped; ``torchrun ... -m fgsbir_plugin`` counts too.
+    """
+    commands, in_bash, pending, start = [], False, "", 0
+    for number, line in enumerate(README.read_text().splitlines(), 1):
+        if line.strip().startswith("```"):
+            in_bash = line.strip() == "```bash"
+            continue
+        if not in_bash:
+            continue
+        if not pending:
+            start = number
+        pending += line.rstrip().removesuffix("\\") + " "
+        if line.rstrip().endswith("\\"):
+            continue
+        try:
+            words = shlex.split(pending, comments=True)
+        except ValueError:  # a quoted argument that goes on over the next line
+            continue
+        pending = ""
+        if words[:1] == ["fgsbir"]:
+            commands.append((start, words[1:]))
+        elif "fgsbir_plugin" in words and words[words.index("fgsbir_plugin") - 1] == "-m":
+            commands.append((start, words[words.index("fgsbir_plugin") + 1 :]))
+    return commands
+
+
+def test_every_fgsbir_command_in_the_readme_parses(capsys):
+    from fgsbir_cli import build_parser
+
+    commands = fgsbir_commands()
+    assert len(commands) >= 15, "the README's fgsbir commands were not found"
+    bad = []
+    for line, argv in commands:
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit:
+            bad.append(f"README.md:{line}: fgsbir {shlex.join(argv)}\n  {capsys.readouterr().err.strip()}")
+    assert not bad, "README commands the fgsbir parser refuses:\n" + "\n".join(bad)
+
+
+def test_the_readme_cpu_recipe_command_trains_the_benchmark_dssa_full_cell(monkeypatch):
+    """The README's "CPU recipe of the accuracy benchmark (its dssa_full row), as one command" gives the
+    training settings and model the benchmark gives that cell (seed 0), up to where it writes and
+    how it reports."""
+    import timm
+    import torch
+
+    from fgsbir_cli import build_parser
+    from fgsbir_cli.train import config_from_args
+    from fgsbir_plugin.train.config import RESUME_OVERRIDABLE
+
+    text = README.read_text().splitlines()
+    marker = next(
+        i for i, t in enumerate(text, 1) if "the CPU recipe of the accuracy benchmark (its dssa_full" in t
+    )
+    argv = next(argv for line, argv in fgsbir_commands() if line == marker + 1)
+    readme = config_from_args(build_parser().parse_args(argv))
+
+    monkeypatch.syspath_prepend(str(README.parent / "benchmarks"))  # as its scripts import each other
+    config, cells = importlib.import_module("accuracy_config"), importlib.import_module("accuracy_cells")
+    bench = config.load_benchmark_config(README.parent / "benchmarks" / "accuracy_configs" / "cpu.yaml")
+    dataset = readme.data
+    h = cells.Harness(bench, Path("unused"), "accuracy_cpu", Path("unused"), device=readme.device)
+    ref = config.dataset_ref(dataset, bench, None)
+    benchmark = cells.train_config(h, ref, "dssa_full", 0, validate=False)
+    # where it writes, how often it saves, what it prints: not the recipe (the options a resume may change)
+    ignore = RESUME_OVERRIDABLE | {"out", "save_every", "model_kwargs"}
+    a = {k: v for k, v in readme.to_dict().items() if k not in ignore}
+    b = {k: v for k, v in benchmark.to_dict().items() if k not in ignore}
+    differ = {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    assert not differ, f"README command vs benchmark dssa_full cell (README, benchmark): {differ}"
+    assert dataset in bench["datasets"] and readme.device == "cpu"
+    # The benchmark spells out some of the model's defaults: the same model either way (random trunk
+    # here, the ImageNet file is the same name in both).
+    kwargs = [dict(c.model_kwargs) for c in (readme, benchmark)]
+    assert kwargs[0].pop("pretrained_backbone") == kwargs[1].pop("pretrained_backbone")
+    models = []
+    for c, kw in zip((readme, benchmark), kwargs):
+        torch.manual_seed(0)
+        models.append(timm.create_model(c.model, **kw).eval())
+    shapes = [[(k, tuple(v.shape)) for k, v in m.state_dict().items()] for m in models]
+    assert shapes[0] == shapes[1], f"the README's --model-kwargs build another model: {kwargs}"
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        same = torch.equal(models[0](x), models[1](x))
+    assert same, f"the README's --model-kwargs build a model that computes otherwise: {kwargs}"
