@@ -197,7 +197,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=PRECISIONS, default=S, help="autocast precision (default fp32)")
     _bool(g, "--channels-last", "channels_last", "use the channels_last memory format")
     _bool(g, "--compile", "compile", "torch.compile the model")
-    g.add_argument("--eval-batch-size", dest="eval_batch_size", type=int, default=S, help="default 64")
+    g.add_argument(
+        "--eval-batch-size",
+        dest="eval_batch_size",
+        type=int,
+        default=S,
+        help="images per forward pass when validating and computing cached views (default 64)",
+    )
     g.add_argument(
         "--save-every",
         dest="save_every",

@@ -321,3 +321,31 @@ def test_the_readme_cpu_recipe_command_trains_the_benchmark_dssa_full_cell(monke
     with torch.no_grad():
         same = torch.equal(models[0](x), models[1](x))
     assert same, f"the README's --model-kwargs build a model that computes otherwise: {kwargs}"
+
+
+def test_the_training_option_table_lists_every_fgsbir_train_option():
+    """The README's option table (under Training) and ``fgsbir train``'s options are the same set; a
+    boolean's ``--no-`` form goes with it."""
+    from fgsbir_cli import build_parser
+
+    parser = build_parser()
+    train = next(a for a in parser._actions if a.dest == "command").choices["train"]
+    options = {o for a in train._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+    lines = README.read_text().splitlines()
+    start = lines.index("| option | default | meaning |")
+    table = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    listed = set()
+    for row in table:
+        first = re.split(r"(?<!\\)\|", row)[1]  # the first column; "\|" separates choices inside it
+        listed |= set(re.findall(r"--[a-z][a-z0-9-]*", first))
+    assert listed - options == set(), "the README's table names options fgsbir train does not have"
+
+    def pair(option: str) -> str:  # a boolean's two forms, --x and --no-x, count as one
+        return "--" + option[5:] if option.startswith("--no-") and "--" + option[5:] in options else option
+
+    missing = {pair(o) for o in options} - {pair(o) for o in listed}
+    assert missing == set(), "fgsbir train options missing from the README's table"
