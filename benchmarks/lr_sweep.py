@@ -98,9 +98,8 @@ def sweep(args) -> dict[str, Any]:
     import accuracy
 
     bench = load_benchmark_config(args.config)
-    methods = args.methods or [
-        m for m, spec in bench["methods"].items() if is_trained(spec) and spec["kind"] == "timm"
-    ]
+    swept = [m for m, spec in bench["methods"].items() if is_trained(spec) and spec["kind"] == "timm"]
+    methods = args.methods or swept
     unknown = [m for m in methods if m not in bench["methods"] or not is_trained(bench["methods"][m])]
     if unknown:
         raise ValueError(f"--methods {unknown} are not trained methods of {args.config}; name trained ones.")
@@ -115,7 +114,9 @@ def sweep(args) -> dict[str, Any]:
     cells: dict[str, dict[str, dict[str, dict[int, float | None]]]] = {m: {} for m in methods}
     for lr in args.lrs:
         label = lr_label(lr)
-        derived = config_with_lr(bench, methods, lr)
+        # Every swept method at this rate, whichever of them this invocation trains: one rate's folder
+        # describes all its cells alike, so running more methods into it later leaves the others' valid.
+        derived = config_with_lr(bench, list(dict.fromkeys([*swept, *methods])), lr)
         cfg_path = write_json(work / "configs" / f"{Path(args.config).stem}_lr{label}.json", derived)
         h = Harness(derived, work / "results", results_name_for(cfg_path), work / f"runs_lr{label}")
         for ref, m, seed in grid:

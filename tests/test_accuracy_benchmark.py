@@ -356,6 +356,19 @@ def test_lr_sweep_reads_validation_only_and_reuses_the_protocols_own_cells(tmp_p
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "work" / "results").rglob("seed*.json")}
     assert lr_sweep.main(argv) == 0  # every cell done: nothing trained again
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "work" / "results").rglob("seed*.json")} == before
+    # Once a chosen rate is in the config (dssa_full's here), sweeping one method more into the same
+    # folders leaves the other methods' cells valid: each rate's folder describes all its methods alike.
+    chosen = yaml.safe_load(SMOKE.read_text())
+    chosen["methods"]["dssa_full"]["train"]["lr"] = 3e-3
+    (tmp_path / "chosen").mkdir()
+    chosen_path = tmp_path / "chosen" / SMOKE.name  # the same name: the same rate folders
+    chosen_path.write_text(yaml.safe_dump(chosen))
+    one = [*argv[:6], "triplet", *argv[7:]]
+    one[1] = str(chosen_path)
+    assert lr_sweep.main(one) == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "work" / "results").rglob("seed*.json")} == before
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert set(again["validation_acc1"]) == {"triplet"}
 
 
 @pytest.mark.parametrize("path", [CPU, GPU])
