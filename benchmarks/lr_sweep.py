@@ -9,14 +9,15 @@ Only the figure each cell chose its model by is read: ``selection.best_val_acc1_
 split carved from train. The test figures the cells also hold are never read here. Per method, the rate
 with the best validation acc@1 averaged over datasets and seeds is chosen (a tie goes to the smaller
 rate); every method gets the same grid and the same rule. A rate counts for a method only when all its
-cells (every dataset and seed) are there. Where a method's best rate is the largest of the grid, the grid
-is extended for that method: run the next rate with ``--methods`` naming those methods, then the whole
-grid with ``--aggregate-only``, which reads the cells there are and trains none. The table goes to
-``<out>.json`` and ``.md``.
+cells (every dataset and seed) are there. Where a method's best rate is at an edge of the grid (the
+largest or the smallest), the grid is extended for that method: run the next rate beyond that edge with
+``--methods`` naming those methods, then the whole grid with ``--aggregate-only``, which reads the cells
+there are and trains none. The table goes to ``<out>.json`` and ``.md``.
 
 Usage (repo root):
   python benchmarks/lr_sweep.py --config benchmarks/accuracy_configs/cpu.yaml --lrs 3e-4 1e-3 3e-3 1e-2
   python benchmarks/lr_sweep.py --config ... --lrs 3e-2 --methods triplet         # extend at the edge
+  python benchmarks/lr_sweep.py --config ... --lrs 1e-4 --methods triplet_sn      # (or the other edge)
   python benchmarks/lr_sweep.py --config ... --lrs 3e-4 1e-3 3e-3 1e-2 3e-2 --aggregate-only
 """
 
