@@ -386,6 +386,8 @@ def test_each_ablation_differs_from_its_parent_in_one_thing(path):
         steps += [
             ("triplet", "triplet_sn", {"model_kwargs.branches"}),
             ("triplet_sn", "triplet_mlp", {"model_kwargs.coarse_grid"}),
+            ("triplet_sn", "attention_sn", {"model_kwargs.attention"}),
+            ("attention_sn", "attention_fusion", {"model_kwargs.branches"}),
         ]
     for parent, child, changed in steps:
         # the learning rate is a setting tuned per method on validation (benchmarks/lr_sweep.py), not a step
@@ -418,7 +420,7 @@ def test_cpu_and_gpu_configs_share_the_rows_and_differ_in_the_trunk_training():
     cpu, gpu = config.load_benchmark_config(CPU), config.load_benchmark_config(GPU)
     # The GPU protocol fine-tunes the whole trunk, so the CPU-only whole-trunk baseline row has no GPU twin;
     # the coarse-head reference rows are CPU-only too (the GPU grid keeps the rows).
-    cpu_only = {"triplet_full_trunk", "triplet_sn", "triplet_mlp"}
+    cpu_only = {"triplet_full_trunk", "triplet_sn", "triplet_mlp", "attention_sn"}
     assert list(gpu["methods"]) == [m for m in cpu["methods"] if m not in cpu_only]
     assert cpu["train"]["freeze"] == "trunk" and cpu["train"]["max_steps"] == 300
     assert "freeze" not in gpu["train"] and "not run yet" in gpu["protocol"]
