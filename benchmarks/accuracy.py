@@ -44,7 +44,7 @@ from accuracy_config import (
     results_name_for,
 )
 from accuracy_figures import make_figures
-from accuracy_report import collect_rows, write_tables
+from accuracy_report import collect_rows, paired_differences, write_tables
 
 CLIP_NOT_RUN = "weights unavailable offline"
 
@@ -160,7 +160,8 @@ def run_benchmark(
         "ran": len(ran),
         "skipped": len(skipped),
     }
-    table = write_tables(h.results_dir, h.results_name, h.bench, refs, rows, invocation)
+    paired = paired_differences(h.cell_path, t_refs, t_methods, t_seeds)
+    table = write_tables(h.results_dir, h.results_name, h.bench, refs, rows, invocation, paired)
     return {"ran": ran, "skipped": skipped, "not_run": not_run, "table": table, "figures": figures}
 
 

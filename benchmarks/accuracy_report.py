@@ -2,6 +2,9 @@
 
 Standard deviations are SAMPLE standard deviations over seeds (n - 1 in the denominator); a row with one
 seed has none (null in the JSON, the mean alone in the Markdown).
+
+Beside the rows, :func:`paired_differences` compares ``dssa_full`` with every other row query by query:
+the acc@1 difference on the same test queries, seed by seed, with a bootstrap interval over the queries.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from accuracy_cells import read_cell
 from accuracy_config import PAPER, DatasetRef
 from accuracy_scoring import DIAGNOSTIC_KEYS
@@ -24,6 +28,14 @@ SELECTION_NOTE = (
 )
 # JSON key -> metric key of a cell
 PER_SEED = {"acc1": "acc@1", "acc5": "acc@5", "acc10": "acc@10", "map": "mAP", "mean_rank": "mean_rank"}
+PAIRED_REFERENCE = "dssa_full"  # the method the paired differences are about
+PAIRED_RESAMPLES = 10_000
+PAIRED_NOTE = (
+    "acc@1 of {ref} minus the row's, on the same test queries, mean over the seeds both have (paired by "
+    "seed); the 95% interval is a paired bootstrap over the test queries ({n} resamples, seeded), so it "
+    "covers which queries the test split happens to hold, not the spread between training seeds (the "
+    "per-seed differences show that)"
+)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -91,10 +103,76 @@ def collect_rows(
     return rows
 
 
+def _hits(cell: dict) -> np.ndarray:
+    return np.asarray(cell["ranks"]) == 1  # ranks count ties against the model, as acc@1 does
+
+
+def paired_differences(
+    cell_path,
+    refs: Sequence[DatasetRef],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    reference: str = PAIRED_REFERENCE,
+    resamples: int = PAIRED_RESAMPLES,
+) -> list[dict]:
+    """Per dataset, ``reference``'s acc@1 minus each other method's, query by query on the same test split.
+
+    Only seeds whose two cells scored the same test split (same fingerprint and query count) are paired.
+    Returns one dict per (dataset, other method): the seeds, the per-seed differences, their mean and a
+    95% percentile interval from a paired bootstrap over the test queries (each seed's queries resampled
+    with replacement, the same draw for both methods; the mean over seeds taken in every resample).
+    """
+    out = []
+    for ref in refs:
+        base = {s: c for s in seeds if (c := read_cell(cell_path(ref.name, reference, s))) is not None}
+        for name in methods:
+            if name == reference or not base:
+                continue
+            other = {s: c for s in seeds if (c := read_cell(cell_path(ref.name, name, s))) is not None}
+            paired = [
+                s
+                for s in seeds
+                if s in base
+                and s in other
+                and base[s].get("test_fingerprint") == other[s].get("test_fingerprint")
+                and len(base[s]["ranks"]) == len(other[s]["ranks"])
+            ]
+            if not paired:
+                continue
+            rng = np.random.default_rng(0)
+            per_seed, boot = [], np.zeros(resamples)
+            for s in paired:
+                d = _hits(base[s]).astype(float) - _hits(other[s]).astype(float)
+                per_seed.append(100.0 * float(d.mean()))
+                boot += d[rng.integers(0, len(d), (resamples, len(d)))].mean(axis=1)
+            boot *= 100.0 / len(paired)
+            lo, hi = np.percentile(boot, [2.5, 97.5])
+            out.append(
+                {
+                    "dataset": ref.name,
+                    "method": reference,
+                    "against": name,
+                    "seeds": paired,
+                    "per_seed": [round(v, 4) for v in per_seed],
+                    "mean": round(statistics.fmean(per_seed), 4),
+                    "ci95": [round(float(lo), 4), round(float(hi), 4)],
+                    "seeds_ahead": sum(v > 0 for v in per_seed),
+                }
+            )
+    return out
+
+
 def write_tables(
-    results_dir: Path, name: str, bench: dict, refs: Sequence[DatasetRef], rows: list[dict], run: dict
+    results_dir: Path,
+    name: str,
+    bench: dict,
+    refs: Sequence[DatasetRef],
+    rows: list[dict],
+    run: dict,
+    paired: list[dict] | None = None,
 ) -> dict[str, Any]:
-    """Write ``<results_dir>/<name>.json`` and ``.md``; ``run`` describes this invocation. Returns the JSON."""
+    """Write ``<results_dir>/<name>.json`` and ``.md``; ``run`` describes this invocation; ``paired``: the
+    :func:`paired_differences` to show. Returns the JSON."""
     from report_files import write_report
 
     paper = {
@@ -115,6 +193,8 @@ def write_tables(
         "paper": paper,
         "config": bench,
         "rows": rows,
+        "paired": paired or [],
+        "paired_note": PAIRED_NOTE.format(ref=PAIRED_REFERENCE, n=PAIRED_RESAMPLES),
     }
     write_report(Path(results_dir) / f"{name}.json", table, render_markdown(table))
     return table
@@ -216,4 +296,31 @@ def render_markdown(table: dict[str, Any]) -> str:
         lines += [_row_line(row) for row in rows]
         notes = [f"- {row['label']}: {row['note']}." for row in rows if row["note"] and not row["not_run"]]
         lines += ["", *notes, ""] if notes else [""]
+        lines += _paired_lines(table, dataset)
     return "\n".join(lines)
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.2f}".replace("-", "−")
+
+
+def _paired_lines(table: dict, dataset: str) -> list[str]:
+    pairs = [p for p in table.get("paired", []) if p["dataset"] == dataset]
+    if not pairs:
+        return []
+    labels = {r["method"]: r["label"] for r in table["rows"]}
+    ref = pairs[0]["method"]
+    lines = [
+        f"Paired with {labels.get(ref, ref)}: {table['paired_note']}.",
+        "",
+        "| against | Δ acc@1 | 95% interval (queries) | per seed | seeds ahead |",
+        "| --- | ---: | ---: | --- | ---: |",
+    ]
+    for p in pairs:
+        lo, hi = p["ci95"]
+        lines.append(
+            f"| {labels.get(p['against'], p['against'])} | {_signed(p['mean'])} | [{_signed(lo)}, {_signed(hi)}] | "
+            + " / ".join(_signed(v) for v in p["per_seed"])
+            + f" | {p['seeds_ahead']} of {len(p['seeds'])} |"
+        )
+    return [*lines, ""]

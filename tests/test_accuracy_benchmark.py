@@ -452,6 +452,47 @@ def test_bad_configs_are_explained(tmp_path):
         config.load_benchmark_config(tmp_path / "missing.yaml")
 
 
+def _fake_cell(path: Path, seed: int, ranks: list[int], fingerprint: str = "fp") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metrics = dict.fromkeys(cells.METRIC_KEYS, 0.0)
+    metrics["acc@1"] = 100.0 * sum(r == 1 for r in ranks) / len(ranks)
+    rec = {"seed": seed, "ranks": ranks, "test_fingerprint": fingerprint, "metrics": metrics,
+           "diagnostics": dict.fromkeys(scoring.DIAGNOSTIC_KEYS)}  # fmt: skip
+    path.write_text(json.dumps(rec))
+
+
+def test_paired_differences_compare_the_same_queries_seed_by_seed(tmp_path):
+    def where(dataset, method, seed):
+        return tmp_path / dataset / method / f"seed{seed}.json"
+
+    ref = config.DatasetRef("d", "d", None, {})
+    # 10 queries; dssa_full finds 6 / 5 at rank 1, the baseline 4 / 5; seed 2 scored another test split
+    _fake_cell(where("d", "dssa_full", 0), 0, [1] * 6 + [2] * 4)
+    _fake_cell(where("d", "base", 0), 0, [1] * 4 + [3] * 6)
+    _fake_cell(where("d", "dssa_full", 1), 1, [1] * 5 + [2] * 5)
+    _fake_cell(where("d", "base", 1), 1, [2] * 5 + [1] * 5)
+    _fake_cell(where("d", "dssa_full", 2), 2, [1] * 10)
+    _fake_cell(where("d", "base", 2), 2, [2] * 10, fingerprint="other split")
+    _fake_cell(where("d", "same", 0), 0, [1] * 6 + [2] * 4)
+    out = report.paired_differences(where, [ref], ["dssa_full", "base", "same", "absent"], [0, 1, 2])
+    by = {p["against"]: p for p in out}
+    assert set(by) == {"base", "same"}  # no cells, no comparison; dssa_full not against itself
+    base = by["base"]
+    assert base["seeds"] == [0, 1] and base["per_seed"] == [20.0, 0.0] and base["mean"] == 10.0
+    assert base["seeds_ahead"] == 1
+    lo, hi = base["ci95"]
+    # seed 1 differs on every query (+1 on five, -1 on five), so the interval is wide around the mean
+    assert lo < 10.0 < hi and lo < 0.0
+    assert by["same"]["per_seed"] == [0.0] and by["same"]["ci95"] == [0.0, 0.0]
+    rows = report.collect_rows(
+        {"methods": {m: {"label": m} for m in ("dssa_full", "base", "same")}}, where, [ref],
+        ["dssa_full", "base", "same"], [0, 1, 2])  # fmt: skip
+    table = report.write_tables(tmp_path / "out", "x", {"protocol": "p"}, [ref], rows, {"command": "c"}, out)
+    md = (tmp_path / "out" / "x.md").read_text()
+    assert "| base | +10.00 | [" in md and "| +20.00 / +0.00 | 1 of 2 |" in md
+    assert table["paired"] == out
+
+
 def test_tables_show_published_figures_and_not_run_rows(tmp_path):
     bench = config.load_benchmark_config(CPU)
     refs = [config.dataset_ref(d, bench, str(tmp_path)) for d in ("chairs_v1", "shoes_v1")]
