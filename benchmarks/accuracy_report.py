@@ -125,8 +125,10 @@ def paired_differences(
     out = []
     for ref in refs:
         base = {s: c for s in seeds if (c := read_cell(cell_path(ref.name, reference, s))) is not None}
+        if not base:
+            continue
         for name in methods:
-            if name == reference or not base:
+            if name == reference:
                 continue
             other = {s: c for s in seeds if (c := read_cell(cell_path(ref.name, name, s))) is not None}
             paired = [
