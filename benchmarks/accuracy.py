@@ -98,8 +98,12 @@ def run_grid(
     seeds: list[int],
     not_run: dict,
     log: Callable[[str], None] = print,
+    log_split: str = "test",
 ) -> tuple[list, list]:
-    """Run every missing cell, dataset by dataset and seed by seed; returns (ran, skipped)."""
+    """Run every missing cell, dataset by dataset and seed by seed; returns (ran, skipped).
+
+    Each finished cell is logged with its test figures, or with ``log_split="validation"`` with the
+    validation acc@1 its model was chosen by and no test figure (what a sweep on validation shows)."""
     ran, skipped = [], []
     for ref in refs:
         for seed in seeds:
@@ -113,16 +117,25 @@ def run_grid(
                 log(f"[accuracy] {ref.name}/{name}/seed{seed}: running")
                 rec = run_cell(h, ref, name, seed)
                 ran.append(cell)
-                m = rec["metrics"]
                 log(
-                    f"[accuracy] {ref.name}/{name}/seed{seed}: test acc@1 {m['acc@1']:.2f} "
-                    f"acc@10 {m['acc@10']:.2f} ({rec['wall_s']:.0f} s)"
+                    f"[accuracy] {ref.name}/{name}/seed{seed}: {_cell_figures(rec, log_split)} ({rec['wall_s']:.0f} s)"
                 )
     if skipped:
         log(f"[accuracy] {len(skipped)} cells done earlier, skipped")
     for (dataset, name), why in sorted(not_run.items()):
         log(f"[accuracy] {dataset}/{name}: not run: {why}")
     return ran, skipped
+
+
+def _cell_figures(rec: dict, split: str) -> str:
+    if split == "test":
+        m = rec["metrics"]
+        return f"test acc@1 {m['acc@1']:.2f} acc@10 {m['acc@10']:.2f}"
+    sel = rec.get("selection") or {}
+    if sel.get("split") != "validation" or not sel.get("best_val_acc1_acc10"):
+        return "no validation figure (nothing chosen on validation)"
+    acc1, acc10 = sel["best_val_acc1_acc10"]
+    return f"validation acc@1 {acc1:.2f} acc@10 {acc10:.2f} (step {sel.get('best_step')})"
 
 
 def run_benchmark(
@@ -136,6 +149,7 @@ def run_benchmark(
     aggregate_only: bool = False,
     plots: bool = True,
     log: Callable[[str], None] = print,
+    log_split: str = "test",
 ) -> dict[str, Any]:
     """Run the missing cells of ``refs`` x ``methods`` x ``seeds`` (unless ``aggregate_only``), then write
     the tables and figures of ``table_grid`` (default: the same grid); returns
@@ -150,7 +164,7 @@ def run_benchmark(
             "--results-name."
         )
     not_run = not_run_reasons(h, t_refs, t_methods, clip_reason)
-    ran, skipped = ([], []) if aggregate_only else run_grid(h, refs, methods, seeds, not_run, log)
+    ran, skipped = ([], []) if aggregate_only else run_grid(h, refs, methods, seeds, not_run, log, log_split)
     rows = collect_rows(h.bench, h.cell_path, t_refs, t_methods, t_seeds, not_run)
     figures = make_figures(h, t_refs, rows) if plots else []
     invocation = {
@@ -186,6 +200,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-pretrained", default=None, help="'openai' or a local open_clip checkpoint file")
     p.add_argument("--aggregate-only", action="store_true", help="only rebuild the tables and figures")
     p.add_argument("--no-plots", action="store_true", help="no curves and no retrieval pictures")
+    p.add_argument(
+        "--log-split",
+        choices=("test", "validation"),
+        default="test",
+        help="which figures each finished cell prints: its test scores, or the validation acc@1 its model "
+        "was chosen by and no test figure (a sweep that must choose on validation passes this)",
+    )
+    p.add_argument(
+        "--table",
+        choices=("config", "given"),
+        default="config",
+        help="what the tables cover: the whole config plus what --datasets / --seeds add (config), or only "
+        "the methods, datasets and seeds given (given; name the tables with --results-name)",
+    )
     return p
 
 
@@ -207,13 +235,22 @@ def main(argv: Sequence[str] | None = None, *, clip_factory: ClipFactory | None 
     refs = [dataset_ref(d, bench, data_dir) for d in _csv(args.datasets)] if args.datasets else config_refs
     config_seeds = [int(s) for s in bench["seeds"]]
     seeds = _csv(args.seeds, int) or config_seeds
-    # The tables cover the whole config, and whatever --datasets / --seeds add; those only choose what runs.
-    table_refs = config_refs + [r for r in refs if r.name not in {c.name for c in config_refs}]
-    table_grid = (
-        table_refs,
-        list(bench["methods"]),
-        config_seeds + [s for s in seeds if s not in config_seeds],
-    )
+    if args.table == "given":
+        if args.results_name is None:
+            raise ValueError(
+                "--table given writes tables of part of the config; name them with --results-name so that "
+                "the config's own tables are not overwritten."
+            )
+        table_grid = (refs, methods, seeds)
+    else:
+        # The tables cover the whole config, and whatever --datasets / --seeds add; those only choose what
+        # runs.
+        table_refs = config_refs + [r for r in refs if r.name not in {c.name for c in config_refs}]
+        table_grid = (
+            table_refs,
+            list(bench["methods"]),
+            config_seeds + [s for s in seeds if s not in config_seeds],
+        )
     reason = None
     if clip_factory is None:
         clip_factory, reason = clip_factory_from_args(args.clip_model, args.clip_pretrained)
@@ -238,6 +275,7 @@ def main(argv: Sequence[str] | None = None, *, clip_factory: ClipFactory | None 
         clip_reason=reason,
         aggregate_only=args.aggregate_only,
         plots=not args.no_plots,
+        log_split=args.log_split,
     )
     print(f"[accuracy] table: {h.results_dir / (name + '.md')}")
     return 0

@@ -321,14 +321,18 @@ def test_lr_sweep_chooses_the_best_mean_and_the_smaller_rate_on_a_tie():
 
 
 @pytest.mark.slow
-def test_lr_sweep_reads_validation_only_and_reuses_the_protocols_own_cells(tmp_path):
+def test_lr_sweep_reads_validation_only_and_reuses_the_protocols_own_cells(tmp_path, capsys):
     protocol = tmp_path / "protocol"
     assert acc.main(["--config", str(SMOKE), "--results-dir", str(protocol), "--runs-dir", str(tmp_path / "pr"),
                      "--methods", "triplet", "--seeds", "0", "--no-plots"]) == 0  # fmt: skip
+    assert "synthetic/triplet/seed0: test acc@1 " in capsys.readouterr().out  # the protocol shows test
     out = tmp_path / "sweep"
     argv = ["--config", str(SMOKE), "--lrs", "1e-3", "3e-3", "--methods", "triplet,dssa_full", "--seeds", "0",
             "--work", str(tmp_path / "work"), "--protocol-results", str(protocol), "--out", str(out)]  # fmt: skip
     assert lr_sweep.main(argv) == 0
+    logged = capsys.readouterr().out
+    # the sweep trained 3 cells and logged the validation figure each was chosen by, and no test figure
+    assert logged.count(": validation acc@1 ") == 3 and "test acc@1" not in logged
     own = cells.cell_path(protocol, "accuracy_smoke", "synthetic", "triplet", 0)
     copied = cells.cell_path(
         tmp_path / "work" / "results", "accuracy_smoke_lr0.001", "synthetic", "triplet", 0
@@ -369,6 +373,19 @@ def test_lr_sweep_reads_validation_only_and_reuses_the_protocols_own_cells(tmp_p
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "work" / "results").rglob("seed*.json")} == before
     again = json.loads(out.with_suffix(".json").read_text())
     assert set(again["validation_acc1"]) == {"triplet"}
+
+
+def test_table_given_covers_only_the_methods_and_seeds_named(tmp_path):
+    argv = ["--config", str(SMOKE), "--results-dir", str(tmp_path / "res"), "--runs-dir", str(tmp_path / "runs"),
+            "--methods", "triplet", "--seeds", "0,3", "--no-plots", "--table", "given"]  # fmt: skip
+    with pytest.raises(ValueError, match="--results-name"):
+        acc.main(argv)  # would overwrite the config's own tables with part of them
+    assert acc.main([*argv, "--results-name", "part"]) == 0
+    table = json.loads((tmp_path / "res" / "part.json").read_text())
+    assert [(r["dataset"], r["method"], r["seeds"]) for r in table["rows"]] == [
+        ("synthetic", "triplet", [0, 3])
+    ]
+    assert not (tmp_path / "res" / "accuracy_smoke.json").exists()
 
 
 @pytest.mark.parametrize("path", [CPU, GPU])
