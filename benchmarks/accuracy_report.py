@@ -4,7 +4,8 @@ Standard deviations are SAMPLE standard deviations over seeds (n - 1 in the deno
 seed has none (null in the JSON, the mean alone in the Markdown).
 
 Beside the rows, :func:`paired_differences` compares ``dssa_full`` with every other row query by query:
-the acc@1 difference on the same test queries, seed by seed, with a bootstrap interval over the queries.
+the acc@1 difference on the same test queries, seed by seed, with bootstrap intervals over the queries and
+over the seeds and queries.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ PAIRED_NOTE = (
     "acc@1 of {ref} minus the row's, on the same test queries, mean over the seeds both have (paired by "
     "seed); the 95% interval is a paired bootstrap over the test queries ({n} resamples, seeded), so it "
     "covers which queries the test split happens to hold, not the spread between training seeds (the "
-    "per-seed differences show that)"
+    "per-seed differences show that); the second interval resamples the seeds as well (seeds with "
+    "replacement, then each drawn seed's queries), so it covers both, coarsely when there are few seeds"
 )
 
 
@@ -107,6 +109,28 @@ def _hits(cell: dict) -> np.ndarray:
     return np.asarray(cell["ranks"]) == 1  # ranks count ties against the model, as acc@1 does
 
 
+def _query_resample_means(d: np.ndarray, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Means of ``d`` over bootstrap resamples of its entries (``shape`` of them, each of ``len(d)`` draws
+    with replacement), drawn as counts of its distinct values: the same distribution, without an index per
+    draw (``d`` holds -1, 0 and +1 only)."""
+    values, counts = np.unique(d, return_counts=True)
+    drawn = rng.multinomial(len(d), counts / len(d), size=shape)
+    return drawn @ values / len(d)
+
+
+def _seed_and_query_bootstrap(
+    diffs: list[np.ndarray], resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Two-level bootstrap of the mean over seeds of the per-query differences ``diffs`` (one array per
+    seed): per resample, the seeds drawn with replacement, then each drawn seed's queries (a fresh draw per
+    slot, also when a seed is drawn twice)."""
+    k = len(diffs)
+    # per_slot[seed, resample, slot]: that seed's query-resampled mean, were it drawn into that slot
+    per_slot = np.stack([_query_resample_means(d, rng, (resamples, k)) for d in diffs])
+    drawn = rng.integers(0, k, (resamples, k))
+    return per_slot[drawn, np.arange(resamples)[:, None], np.arange(k)[None, :]].mean(axis=1)
+
+
 def paired_differences(
     cell_path,
     refs: Sequence[DatasetRef],
@@ -120,7 +144,9 @@ def paired_differences(
     Only seeds whose two cells scored the same test split (same fingerprint and query count) are paired.
     Returns one dict per (dataset, other method): the seeds, the per-seed differences, their mean and a
     95% percentile interval from a paired bootstrap over the test queries (each seed's queries resampled
-    with replacement, the same draw for both methods; the mean over seeds taken in every resample).
+    with replacement, the same draw for both methods; the mean over seeds taken in every resample), and a
+    second one that resamples the seeds too (``ci95_seeds_queries``: seeds with replacement, then each drawn
+    seed's queries), which covers the spread between training seeds as well.
     """
     out = []
     for ref in refs:
@@ -142,13 +168,16 @@ def paired_differences(
             if not paired:
                 continue
             rng = np.random.default_rng(0)
-            per_seed, boot = [], np.zeros(resamples)
+            per_seed, boot, diffs = [], np.zeros(resamples), []
             for s in paired:
                 d = _hits(base[s]).astype(float) - _hits(other[s]).astype(float)
+                diffs.append(d)
                 per_seed.append(100.0 * float(d.mean()))
                 boot += d[rng.integers(0, len(d), (resamples, len(d)))].mean(axis=1)
             boot *= 100.0 / len(paired)
             lo, hi = np.percentile(boot, [2.5, 97.5])
+            both = _seed_and_query_bootstrap(diffs, resamples, np.random.default_rng(1))
+            both_lo, both_hi = np.percentile(100.0 * both, [2.5, 97.5])
             out.append(
                 {
                     "dataset": ref.name,
@@ -158,6 +187,7 @@ def paired_differences(
                     "per_seed": [round(v, 4) for v in per_seed],
                     "mean": round(statistics.fmean(per_seed), 4),
                     "ci95": [round(float(lo), 4), round(float(hi), 4)],
+                    "ci95_seeds_queries": [round(float(both_lo), 4), round(float(both_hi), 4)],
                     "seeds_ahead": sum(v > 0 for v in per_seed),
                 }
             )
@@ -315,13 +345,15 @@ def _paired_lines(table: dict, dataset: str) -> list[str]:
     lines = [
         f"Paired with {labels.get(ref, ref)}: {table['paired_note']}.",
         "",
-        "| against | Δ acc@1 | 95% interval (queries) | per seed | seeds ahead |",
-        "| --- | ---: | ---: | --- | ---: |",
+        "| against | Δ acc@1 | 95% interval (queries) | 95% interval (seeds, queries) | per seed | seeds ahead |",
+        "| --- | ---: | ---: | ---: | --- | ---: |",
     ]
     for p in pairs:
         lo, hi = p["ci95"]
+        both_lo, both_hi = p["ci95_seeds_queries"]
         lines.append(
             f"| {labels.get(p['against'], p['against'])} | {_signed(p['mean'])} | [{_signed(lo)}, {_signed(hi)}] | "
+            f"[{_signed(both_lo)}, {_signed(both_hi)}] | "
             + " / ".join(_signed(v) for v in p["per_seed"])
             + f" | {p['seeds_ahead']} of {len(p['seeds'])} |"
         )

@@ -11,6 +11,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -508,6 +509,34 @@ def test_paired_differences_compare_the_same_queries_seed_by_seed(tmp_path):
     md = (tmp_path / "out" / "x.md").read_text()
     assert "| base | +10.00 | [" in md and "| +20.00 / +0.00 | 1 of 2 |" in md
     assert table["paired"] == out
+
+
+def test_the_seed_and_query_interval_covers_the_spread_between_seeds(tmp_path):
+    def where(dataset, method, seed):
+        return tmp_path / dataset / method / f"seed{seed}.json"
+
+    ref = config.DatasetRef("d", "d", None, {})
+    # seed 0: dssa_full finds every query and the baseline none; seed 1 the other way round
+    _fake_cell(where("d", "dssa_full", 0), 0, [1] * 20)
+    _fake_cell(where("d", "base", 0), 0, [2] * 20)
+    _fake_cell(where("d", "dssa_full", 1), 1, [2] * 20)
+    _fake_cell(where("d", "base", 1), 1, [1] * 20)
+    (p,) = report.paired_differences(where, [ref], ["dssa_full", "base"], [0, 1])
+    assert p["per_seed"] == [100.0, -100.0] and p["mean"] == 0.0
+    assert p["ci95"] == [0.0, 0.0]  # every query agrees within a seed: resampling queries changes nothing
+    assert p["ci95_seeds_queries"] == [-100.0, 100.0]  # resampling seeds: both ahead, both behind
+
+
+def test_query_resampled_means_follow_the_index_bootstrap():
+    rng = np.random.default_rng(3)
+    d = rng.choice([-1.0, 0.0, 1.0], size=57, p=[0.2, 0.5, 0.3])
+    by_counts = report._query_resample_means(d, np.random.default_rng(4), (40_000,))
+    by_index = d[np.random.default_rng(5).integers(0, len(d), (40_000, len(d)))].mean(axis=1)
+    assert by_counts.mean() == pytest.approx(d.mean(), abs=2e-3)
+    assert by_counts.std() == pytest.approx(by_index.std(), rel=0.03)
+    assert np.percentile(by_counts, [2.5, 97.5]) == pytest.approx(
+        np.percentile(by_index, [2.5, 97.5]), abs=0.02
+    )
 
 
 def test_tables_show_published_figures_and_not_run_rows(tmp_path):
