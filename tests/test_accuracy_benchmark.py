@@ -434,6 +434,28 @@ def test_the_cpu_protocols_learning_rates_are_the_ones_its_validation_sweep_chos
     assert all(len(set(by_lr)) == len(sweep["lrs"]) for by_lr in sweep["validation_acc1"].values())
 
 
+def test_the_seed_study_repeats_the_protocols_cells_and_adds_seeds_only():
+    # benchmarks/results/accuracy_cpu_seeds: dssa_full and triplet_sn on seeds 0-9 with cpu.yaml's settings,
+    # trained again from scratch at a later commit; its seeds 0-2 must be the protocol's cells, query by query
+    bench = config.load_benchmark_config(CPU)
+    study = json.loads((BENCH / "results" / "accuracy_cpu_seeds.json").read_text())
+    assert {(r["dataset"], r["method"]) for r in study["rows"]} == {
+        (d, m) for d in bench["datasets"] for m in ("dssa_full", "triplet_sn")
+    }
+    assert all(r["seeds"] == list(range(10)) for r in study["rows"])
+    assert study["config"]["methods"] == bench["methods"] and study["config"]["train"] == bench["train"]
+    for row in study["rows"]:
+        for seed in (0, 1, 2):
+            ours, protocol = (
+                json.loads(
+                    cells.cell_path(BENCH / "results", name, row["dataset"], row["method"], seed).read_text()
+                )
+                for name in ("accuracy_cpu_seeds", "accuracy_cpu")
+            )
+            assert ours["commit"] != protocol["commit"]  # trained again, not copied
+            assert ours["ranks"] == protocol["ranks"] and ours["metrics"] == protocol["metrics"]
+
+
 def test_cpu_and_gpu_configs_share_the_rows_and_differ_in_the_trunk_training():
     cpu, gpu = config.load_benchmark_config(CPU), config.load_benchmark_config(GPU)
     # The GPU protocol fine-tunes the whole trunk, so the CPU-only whole-trunk baseline row has no GPU twin;
