@@ -44,7 +44,7 @@ from accuracy_config import (
     results_name_for,
 )
 from accuracy_figures import make_figures
-from accuracy_report import collect_rows, paired_differences, write_tables
+from accuracy_report import collect_rows, paired_differences, paired_steps, write_tables
 
 CLIP_NOT_RUN = "weights unavailable offline"
 
@@ -175,7 +175,8 @@ def run_benchmark(
         "skipped": len(skipped),
     }
     paired = paired_differences(h.cell_path, t_refs, t_methods, t_seeds)
-    table = write_tables(h.results_dir, h.results_name, h.bench, refs, rows, invocation, paired)
+    steps = paired_steps(h.cell_path, t_refs, t_methods, t_seeds, h.bench.get("steps", []))
+    table = write_tables(h.results_dir, h.results_name, h.bench, refs, rows, invocation, paired, steps)
     return {"ran": ran, "skipped": skipped, "not_run": not_run, "table": table, "figures": figures}
 
 

@@ -71,7 +71,7 @@ DATASET_FOLDERS = {
     "shoes_v1": "qmul_v1/shoes",
     "chairs_v1": "qmul_v1/chairs",
 }
-TOP_KEYS = {"protocol", "seeds", "datasets", "dataset_kwargs", "train", "methods", "curve_max_k"}
+TOP_KEYS = {"protocol", "seeds", "datasets", "dataset_kwargs", "train", "methods", "curve_max_k", "steps"}
 # The keys each method kind takes (label and kind are common to all).
 METHOD_KEYS = {
     "timm": {"model", "model_kwargs", "train"},  # trained by fgsbir_plugin.train.engine.train
@@ -117,7 +117,25 @@ def load_benchmark_config(path: str | os.PathLike) -> dict[str, Any]:
     cfg.setdefault("dataset_kwargs", {})
     for name, method in cfg["methods"].items():
         _check_method(cfg, path, name, method)
+    cfg["steps"] = _checked_steps(cfg, path)
     return cfg
+
+
+def _checked_steps(cfg: dict, path: Path) -> list[list[str]]:
+    """The config's ablation steps: ``[parent, child]`` pairs of its methods (the tables pair each child
+    with its parent on the same test queries; tests check that each changes one thing)."""
+    steps = cfg.get("steps") or []
+    if not isinstance(steps, list):
+        raise ValueError(f"benchmark config {path}: steps must be a list of [parent, child] method pairs.")
+    for step in steps:
+        if not (isinstance(step, list) and len(step) == 2 and all(m in cfg["methods"] for m in step)):
+            raise ValueError(
+                f"benchmark config {path}: step {step!r} must be a [parent, child] pair of methods it "
+                f"names; it has {', '.join(cfg['methods'])}."
+            )
+        if step[0] == step[1]:
+            raise ValueError(f"benchmark config {path}: step {step!r} pairs a method with itself.")
+    return [list(step) for step in steps]
 
 
 def _check_method(cfg: dict, path: Path, name: str, method: dict) -> None:

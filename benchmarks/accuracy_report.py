@@ -39,6 +39,11 @@ PAIRED_NOTE = (
     "replacement, then each drawn seed's queries), so it covers both, coarsely when there are few seeds"
 )
 
+STEPS_NOTE = (
+    "each ablation step of the config (a row that changes one thing from its parent): the row's acc@1 minus "
+    "its parent's, paired on the same test queries as above, with the same two intervals"
+)
+
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
@@ -194,6 +199,25 @@ def paired_differences(
     return out
 
 
+def paired_steps(
+    cell_path,
+    refs: Sequence[DatasetRef],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    steps: Sequence[Sequence[str]],
+    resamples: int = PAIRED_RESAMPLES,
+) -> list[dict]:
+    """Per ablation step ``[parent, child]`` whose two methods are both in ``methods``: the child's acc@1
+    minus the parent's, as :func:`paired_differences` pairs them (``method`` is the child, ``against`` the
+    parent)."""
+    return [
+        p
+        for parent, child in steps
+        if parent in methods and child in methods
+        for p in paired_differences(cell_path, refs, [parent], seeds, reference=child, resamples=resamples)
+    ]
+
+
 def write_tables(
     results_dir: Path,
     name: str,
@@ -202,9 +226,10 @@ def write_tables(
     rows: list[dict],
     run: dict,
     paired: list[dict] | None = None,
+    steps: list[dict] | None = None,
 ) -> dict[str, Any]:
     """Write ``<results_dir>/<name>.json`` and ``.md``; ``run`` describes this invocation; ``paired``: the
-    :func:`paired_differences` to show. Returns the JSON."""
+    :func:`paired_differences` to show; ``steps``: the :func:`paired_steps`. Returns the JSON."""
     from report_files import write_report
 
     paper = {
@@ -227,6 +252,8 @@ def write_tables(
         "rows": rows,
         "paired": paired or [],
         "paired_note": PAIRED_NOTE.format(ref=PAIRED_REFERENCE, n=PAIRED_RESAMPLES),
+        "steps": steps or [],
+        "steps_note": STEPS_NOTE,
     }
     write_report(Path(results_dir) / f"{name}.json", table, render_markdown(table))
     return table
@@ -336,25 +363,34 @@ def _signed(value: float) -> str:
     return f"{value:+.2f}".replace("-", "−")
 
 
-def _paired_lines(table: dict, dataset: str) -> list[str]:
-    pairs = [p for p in table.get("paired", []) if p["dataset"] == dataset]
-    if not pairs:
-        return []
-    labels = {r["method"]: r["label"] for r in table["rows"]}
-    ref = pairs[0]["method"]
+def _difference_lines(first: str, pairs: list[dict], name) -> list[str]:
+    """A table of paired differences, one line per pair; ``name(pair)`` fills the first column."""
     lines = [
-        f"Paired with {labels.get(ref, ref)}: {table['paired_note']}.",
-        "",
-        "| against | Δ acc@1 | 95% interval (queries) | 95% interval (seeds, queries) | per seed | seeds ahead |",
+        f"| {first} | Δ acc@1 | 95% interval (queries) | 95% interval (seeds, queries) | per seed | seeds ahead |",
         "| --- | ---: | ---: | ---: | --- | ---: |",
     ]
     for p in pairs:
         lo, hi = p["ci95"]
         both_lo, both_hi = p["ci95_seeds_queries"]
         lines.append(
-            f"| {labels.get(p['against'], p['against'])} | {_signed(p['mean'])} | [{_signed(lo)}, {_signed(hi)}] | "
+            f"| {name(p)} | {_signed(p['mean'])} | [{_signed(lo)}, {_signed(hi)}] | "
             f"[{_signed(both_lo)}, {_signed(both_hi)}] | "
             + " / ".join(_signed(v) for v in p["per_seed"])
             + f" | {p['seeds_ahead']} of {len(p['seeds'])} |"
         )
     return [*lines, ""]
+
+
+def _paired_lines(table: dict, dataset: str) -> list[str]:
+    labels = {r["method"]: r["label"] for r in table["rows"]}
+    lines = []
+    pairs = [p for p in table.get("paired", []) if p["dataset"] == dataset]
+    if pairs:
+        ref = pairs[0]["method"]
+        lines += [f"Paired with {labels.get(ref, ref)}: {table['paired_note']}.", ""]
+        lines += _difference_lines("against", pairs, lambda p: labels.get(p["against"], p["against"]))
+    steps = [p for p in table.get("steps", []) if p["dataset"] == dataset]
+    if steps:
+        lines += [f"Steps: {table['steps_note']}.", ""]
+        lines += _difference_lines("step", steps, lambda p: f"`{p['against']}` → `{p['method']}`")
+    return lines

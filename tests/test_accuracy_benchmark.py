@@ -407,6 +407,8 @@ def test_each_ablation_differs_from_its_parent_in_one_thing(path):
             ("triplet_sn", "attention_sn", {"model_kwargs.attention"}),
             ("attention_sn", "attention_fusion", {"model_kwargs.branches"}),
         ]
+    # the steps the tables pair are these
+    assert [tuple(step) for step in bench["steps"]] == [(parent, child) for parent, child, _ in steps]
     for parent, child, changed in steps:
         # the learning rate is a setting tuned per method on validation (benchmarks/lr_sweep.py), not a step
         differ = _differences(_effective(bench, parent), _effective(bench, child)) - {"train.lr"}
@@ -488,6 +490,9 @@ def test_bad_configs_are_explained(tmp_path):
     check(lambda c: c["methods"]["triplet"].update(kind="sklearn"), "kind")
     check(lambda c: c.pop("protocol"), "protocol")
     check(lambda c: c.update(extra=1), "unknown keys")
+    check(lambda c: c.update(steps=[["triplet", "nope"]]), "parent, child")
+    check(lambda c: c.update(steps=[["triplet", "triplet"]]), "itself")
+    check(lambda c: c.update(steps="triplet"), "list")
     with pytest.raises(FileNotFoundError, match="--config"):
         config.load_benchmark_config(tmp_path / "missing.yaml")
 
@@ -527,10 +532,18 @@ def test_paired_differences_compare_the_same_queries_seed_by_seed(tmp_path):
     rows = report.collect_rows(
         {"methods": {m: {"label": m} for m in ("dssa_full", "base", "same")}}, where, [ref],
         ["dssa_full", "base", "same"], [0, 1, 2])  # fmt: skip
-    table = report.write_tables(tmp_path / "out", "x", {"protocol": "p"}, [ref], rows, {"command": "c"}, out)
+    # the steps: each child against its parent, only where both are in the table
+    steps = report.paired_steps(
+        where, [ref], ["dssa_full", "base"], [0, 1, 2], [["base", "dssa_full"], ["base", "same"]]
+    )
+    assert steps == [base]  # dssa_full minus base, as above
+    table = report.write_tables(
+        tmp_path / "out", "x", {"protocol": "p"}, [ref], rows, {"command": "c"}, out, steps
+    )
     md = (tmp_path / "out" / "x.md").read_text()
     assert "| base | +10.00 | [" in md and "| +20.00 / +0.00 | 1 of 2 |" in md
-    assert table["paired"] == out
+    assert "| `base` → `dssa_full` | +10.00 | [" in md
+    assert table["paired"] == out and table["steps"] == steps
 
 
 def test_the_seed_and_query_interval_covers_the_spread_between_seeds(tmp_path):
