@@ -19,6 +19,11 @@ Usage (repo root):
       --results-dir /tmp/acc --runs-dir /tmp/acc/runs                              # synthetic, < 1 min
   python benchmarks/accuracy.py --config ... --datasets /path/to/my_pairs_folder    # your own data
   python benchmarks/accuracy.py --config ... --aggregate-only                      # tables + figures only
+  python benchmarks/accuracy.py --config ... --results-name accuracy_cpu_seeds --table given \
+      --methods dssa_full,triplet_sn --seeds 0,1,2,3,4,5,6,7,8,9 --no-plots      # more seeds, own tables
+
+Beside the rows, the tables pair ``dssa_full`` with every row, and each ablation step of the config's
+``steps`` (a child against its parent), query by query on the same test split (``accuracy_report``).
 """
 
 from __future__ import annotations
@@ -237,10 +242,10 @@ def main(argv: Sequence[str] | None = None, *, clip_factory: ClipFactory | None 
     config_seeds = [int(s) for s in bench["seeds"]]
     seeds = _csv(args.seeds, int) or config_seeds
     if args.table == "given":
-        if args.results_name is None:
+        if args.results_name in (None, results_name_for(args.config)):
             raise ValueError(
-                "--table given writes tables of part of the config; name them with --results-name so that "
-                "the config's own tables are not overwritten."
+                "--table given writes tables of part of the config; give them a --results-name of their own "
+                "so that the config's tables are not overwritten."
             )
         table_grid = (refs, methods, seeds)
     else:

@@ -381,6 +381,8 @@ def test_table_given_covers_only_the_methods_and_seeds_named(tmp_path):
             "--methods", "triplet", "--seeds", "0,3", "--no-plots", "--table", "given"]  # fmt: skip
     with pytest.raises(ValueError, match="--results-name"):
         acc.main(argv)  # would overwrite the config's own tables with part of them
+    with pytest.raises(ValueError, match="--results-name"):
+        acc.main([*argv, "--results-name", "accuracy_smoke"])  # the config's own name: the same
     assert acc.main([*argv, "--results-name", "part"]) == 0
     table = json.loads((tmp_path / "res" / "part.json").read_text())
     assert [(r["dataset"], r["method"], r["seeds"]) for r in table["rows"]] == [
@@ -437,13 +439,18 @@ def test_the_cpu_protocols_learning_rates_are_the_ones_its_validation_sweep_chos
 
 
 def test_the_seed_study_repeats_the_protocols_cells_and_adds_seeds_only():
-    # benchmarks/results/accuracy_cpu_seeds: dssa_full and triplet_sn on seeds 0-9 with cpu.yaml's settings,
-    # trained again from scratch at a later commit; its seeds 0-2 must be the protocol's cells, query by query
+    # benchmarks/results/accuracy_cpu_seeds: the paper's path triplet_sn -> attention_sn -> attention_fusion
+    # -> dssa_full on seeds 0-9 with cpu.yaml's settings, trained again from scratch at later commits; its
+    # seeds 0-2 must be the protocol's cells, query by query
     bench = config.load_benchmark_config(CPU)
     study = json.loads((BENCH / "results" / "accuracy_cpu_seeds.json").read_text())
+    path = ("triplet_sn", "attention_sn", "attention_fusion", "dssa_full")
     assert {(r["dataset"], r["method"]) for r in study["rows"]} == {
-        (d, m) for d in bench["datasets"] for m in ("dssa_full", "triplet_sn")
+        (d, m) for d in bench["datasets"] for m in path
     }
+    # each step of that path is paired on all ten seeds of every dataset
+    steps = [(p["dataset"], p["against"], p["method"], len(p["seeds"])) for p in study["steps"]]
+    assert sorted(steps) == sorted((d, a, b, 10) for d in bench["datasets"] for a, b in zip(path, path[1:]))
     assert all(r["seeds"] == list(range(10)) for r in study["rows"])
     assert study["config"]["methods"] == bench["methods"] and study["config"]["train"] == bench["train"]
     for row in study["rows"]:
