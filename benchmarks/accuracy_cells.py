@@ -38,7 +38,7 @@ from accuracy_config import (
     validation_size,
 )
 from accuracy_scoring import DIAGNOSTIC_KEYS, score_test_split
-from report_files import write_json
+from report_files import write_record
 
 import fgsbir_plugin  # noqa: F401  (registers the DSSA family with timm)
 from fgsbir_plugin._common import load_checked_tensors
@@ -412,5 +412,5 @@ def run_cell(h: Harness, ref: DatasetRef, name: str, seed: int) -> dict[str, Any
         record = _trained_cell(h, ref, name, seed)
     if record["computed_with_seed"] == seed:
         record["wall_s"] = round(time.perf_counter() - t0, 2)
-    write_json(h.cell_path(ref.name, name, seed), record, indent=1)
+    write_record(h.cell_path(ref.name, name, seed), record)
     return record

@@ -513,6 +513,17 @@ def _fake_cell(path: Path, seed: int, ranks: list[int], fingerprint: str = "fp")
     path.write_text(json.dumps(rec))
 
 
+def test_a_cell_record_is_one_compact_line_per_key_and_reads_back_whole(tmp_path):
+    record = {"ranks": list(range(1, 300)), "top10": [[i, i + 1] for i in range(200)], "metrics": {"acc@1": 1.5},
+              "note": "a, b: c", "none": None}  # fmt: skip
+    path = _files.write_record(tmp_path / "sub" / "cell.json", record)
+    text = path.read_text()
+    assert json.loads(text) == record and text.endswith("}\n")
+    assert text.splitlines()[1].startswith('"ranks":[1,2,3,') and len(text.splitlines()) == len(record) + 2
+    assert len(text) < 0.6 * len(json.dumps(record, indent=1))
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["cell.json"]  # no temporary file left beside it
+
+
 def test_paired_differences_compare_the_same_queries_seed_by_seed(tmp_path):
     def where(dataset, method, seed):
         return tmp_path / dataset / method / f"seed{seed}.json"
