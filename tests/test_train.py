@@ -97,6 +97,9 @@ def test_eval_scores_the_splits_the_run_was_trained_beside_its_seed_and_validati
     )
     report = run_eval(run, "synthetic", split="validation", device="cpu")
     assert report["run_splits"] == {"seed": 3, "validation_size": 0.25}
+    with pytest.raises(ValueError, match="trained on synthetic with seed 3"):
+        run_eval(run, "synthetic", device="cpu", data_kwargs={**sizes, "seed": 4})  # another draw: refused
+    assert run_eval(run, "synthetic", device="cpu", data_kwargs={**sizes, "seed": 3})["metrics"]  # the same
     # 21 train photos, a quarter carved: 5 photos, 2 sketches each; the saved model's validation figures
     assert (report["num_queries"], report["num_gallery"]) == (10, 5)
     assert [report["metrics"]["acc@1"], report["metrics"]["acc@10"]] == pytest.approx(summary["best"])

@@ -134,9 +134,9 @@ def run_eval(
     ``datasets`` optionally gives ``(sketches, photos)`` DatasetDicts instead of ``load_fgsbir``. A run
     folder trained on the same ``data`` lends what makes its splits, so the split scored is the one the run
     was trained beside: its reader options when ``data_kwargs`` is not given (a generated dataset's sizes,
-    for one), and always its seed and validation fraction. The seed also seeds a generated dataset and a
-    pairs folder's or Sketchy's test split (scored with another seed, a test split could hold photos the
-    run trained on); the fraction carves the validation split the run's model was chosen on, so
+    for one), and always its seed (another seed in ``data_kwargs`` is refused) and validation fraction. The
+    seed also seeds a generated dataset and a pairs folder's or Sketchy's test split (scored with another
+    seed, a test split could hold photos the run trained on); the fraction carves the validation split the run's model was chosen on, so
     ``split="validation"`` compares settings such as ``views`` without reading the test split. The report
     records them as ``run_splits``.
     """
@@ -160,7 +160,13 @@ def run_eval(
                 "validation_size": float(trained_on.get("validation_size") or 0.0),
             }
         reader = dict(data_kwargs)
-        seed = reader.pop("seed", run_splits["seed"] if run_splits else 0)  # a seed given there wins
+        seed = reader.pop("seed", run_splits["seed"] if run_splits else 0)
+        if run_splits and seed != run_splits["seed"]:
+            raise ValueError(
+                f"--data-kwargs sets seed {seed}, but {checkpoint} was trained on {data} with seed "
+                f"{run_splits['seed']}, which made its splits; drop seed from --data-kwargs (another draw "
+                "could put the run's training photos in the split scored)."
+            )
         vs = run_splits["validation_size"] if run_splits else 0.0
         datasets = load_fgsbir_pair(data, data_dir, validation_size=vs, seed=seed, **reader)
     sketches, photos = datasets
