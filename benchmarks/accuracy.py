@@ -49,7 +49,7 @@ from accuracy_config import (
     results_name_for,
 )
 from accuracy_figures import make_figures
-from accuracy_report import collect_rows, paired_differences, paired_steps, write_tables
+from accuracy_report import collect_rows, paired_differences, paired_steps, validation_acc1, write_tables
 
 CLIP_NOT_RUN = "weights unavailable offline"
 
@@ -136,9 +136,9 @@ def _cell_figures(rec: dict, split: str) -> str:
     if split == "test":
         m = rec["metrics"]
         return f"test acc@1 {m['acc@1']:.2f} acc@10 {m['acc@10']:.2f}"
-    sel = rec.get("selection") or {}
-    if sel.get("split") != "validation" or not sel.get("best_val_acc1_acc10"):
+    if validation_acc1(rec) is None:
         return "no validation figure (nothing chosen on validation)"
+    sel = rec["selection"]
     acc1, acc10 = sel["best_val_acc1_acc10"]
     return f"validation acc@1 {acc1:.2f} acc@10 {acc10:.2f} (step {sel.get('best_step')})"
 

@@ -48,6 +48,7 @@ from accuracy_config import (
     results_name_for,
     train_values,
 )
+from accuracy_report import validation_acc1
 from report_files import write_json, write_report
 
 from fgsbir_plugin._common import default_data_dir
@@ -88,13 +89,6 @@ def _fresh_cell(h: Harness, path: Path, ref, method: str, seed: int) -> dict | N
     """The finished cell in ``path`` when it was made with ``h``'s settings for it, else None."""
     rec = read_cell(path)
     return rec if rec is not None and not stale_cell(h, ref, method, seed, rec) else None
-
-
-def _validation_acc1(rec: dict | None) -> float | None:
-    sel = (rec or {}).get("selection") or {}
-    if sel.get("split") != "validation" or not sel.get("best_val_acc1_acc10"):
-        return None
-    return float(sel["best_val_acc1_acc10"][0])
 
 
 def sweep(args) -> dict[str, Any]:
@@ -140,7 +134,7 @@ def sweep(args) -> dict[str, Any]:
         for ref, m, seed in grid:
             # None when the cell is missing or was made with other settings
             rec = _fresh_cell(h, h.cell_path(ref.name, m, seed), ref, m, seed)
-            cells[m].setdefault(label, {}).setdefault(ref.name, {})[seed] = _validation_acc1(rec)
+            cells[m].setdefault(label, {}).setdefault(ref.name, {})[seed] = validation_acc1(rec)
     # a rate whose cells are not all there is shown but not compared
     means = {
         m: {

@@ -49,7 +49,8 @@ lr_sweep = _load("lr_sweep")
 
 ROW_KEYS = {
     "dataset", "method", "label", "seeds", "per_seed", "acc1_mean", "acc1_std", "acc10_mean", "acc10_std",
-    "map_mean", "map_std", "device", "commit", "date", "wall_s", "diagnostics", "note", "not_run",
+    "map_mean", "map_std", "val_acc1_mean", "val_acc1_std", "device", "commit", "date", "wall_s", "diagnostics",
+    "note", "not_run",
 }  # fmt: skip
 TINY_CLIP = dict(image_size=32, layers=1, width=32, patch_size=8, head_width=16)
 
@@ -95,6 +96,15 @@ def _check_tables(tmp_path: Path, bench: dict) -> None:
         rows["pretrained_zero_shot"]["acc1_std"] == 0.0
         and "computed once" in rows["pretrained_zero_shot"]["note"]
     )
+    # the validation figure each trained cell chose its model by; none for the untrained row
+    for name in ("triplet", "dssa_full"):
+        chosen = [
+            _cell(tmp_path, "synthetic", name, seed)["selection"]["best_val_acc1_acc10"][0] for seed in (0, 1)
+        ]
+        assert [p["val_acc1"] for p in rows[name]["per_seed"]] == chosen
+        assert rows[name]["val_acc1_mean"] == pytest.approx(statistics.fmean(chosen))
+    zero = rows["pretrained_zero_shot"]
+    assert zero["val_acc1_mean"] is None and {p["val_acc1"] for p in zero["per_seed"]} == {None}
     assert table["total_wall_s"] == pytest.approx(sum(r["wall_s"] for r in rows.values()), abs=0.05)
 
     # Diagnostics: present, in range, null where the model has no such part.
