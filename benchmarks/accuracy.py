@@ -19,8 +19,9 @@ Usage (repo root):
       --results-dir /tmp/acc --runs-dir /tmp/acc/runs                              # synthetic, < 1 min
   python benchmarks/accuracy.py --config ... --datasets /path/to/my_pairs_folder    # your own data
   python benchmarks/accuracy.py --config ... --aggregate-only                      # tables + figures only
-  python benchmarks/accuracy.py --config ... --results-name accuracy_cpu_seeds --table given \
-      --methods dssa_full,triplet_sn --seeds 0,1,2,3,4,5,6,7,8,9 --no-plots      # more seeds, own tables
+  python benchmarks/accuracy.py --config ... --results-name accuracy_cpu_seeds --table given --no-plots \
+      --methods triplet_sn,attention_sn,attention_fusion,dssa_full \
+      --seeds 0,1,2,3,4,5,6,7,8,9                                                # more seeds, own tables
 
 Beside the rows, the tables pair ``dssa_full`` with every row, and each ablation step of the config's
 ``steps`` (a child against its parent), query by query on the same test split (``accuracy_report``).
