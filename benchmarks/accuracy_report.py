@@ -86,9 +86,9 @@ def build_row(cells: list[dict], dataset: str, method: str, label: str, seeds, n
         mean, std = _mean_std([c["metrics"][metric] for c in cells]) if cells else (None, None)
         row[f"{key}_mean"], row[f"{key}_std"] = mean, std
     # the validation acc@1 each trained cell chose its model by (none for an untrained method)
-    chosen_by = [v for c in cells if (v := validation_acc1(c)) is not None]
     for entry, c in zip(row["per_seed"], cells):
         entry["val_acc1"] = validation_acc1(c)
+    chosen_by = [e["val_acc1"] for e in row["per_seed"] if e["val_acc1"] is not None]
     row["val_acc1_mean"], row["val_acc1_std"] = _mean_std(chosen_by) if chosen_by else (None, None)
     row["device"] = _joined(c.get("device") for c in cells) if cells else None
     row["commit"] = _joined(c.get("commit") for c in cells) if cells else None
