@@ -191,7 +191,7 @@ def _csv(value: str | None, cast=str):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="benchmark config (YAML/TOML/JSON)")
     p.add_argument("--results-name", default=None, help="names the tables (default: accuracy_<config stem>)")
     p.add_argument("--results-dir", default=str(DEFAULT_RESULTS), help="where cells, tables and curves go")

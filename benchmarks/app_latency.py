@@ -195,7 +195,7 @@ def _markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--gallery", type=int, default=10_000, help="photos in the gallery (default 10000)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--api-calls", type=int, default=20, help="calls through gradio_client (0: skip)")

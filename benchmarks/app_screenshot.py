@@ -167,7 +167,7 @@ def clear_canvas(page, attempts: int = 3, timeout_s: float = 15.0) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS / "app_screenshot.png")
     parser.add_argument("--cache-dir", type=Path, help="folder of the default gallery (default: the app's)")
     args = parser.parse_args(argv)

@@ -52,7 +52,7 @@ def best_of_interleaved(jobs: dict[str, list[str]], repeats: int) -> dict[str, f
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     fgsbir = shutil.which("fgsbir") or str(Path(sys.executable).with_name("fgsbir"))

@@ -191,7 +191,7 @@ def _markdown(report: dict) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda")
     p.add_argument("--procs", type=int, nargs="+", default=[1, 2, 4], help="process counts (the first: 1)")
     p.add_argument("--seconds", type=float, default=6.0, help="timed stepping per process count")

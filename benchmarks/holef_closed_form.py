@@ -291,7 +291,7 @@ def _markdown(result) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--devices", default=None, help="comma list, default: cpu plus cuda when available")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--naive-cap-gib", type=float, default=2.0)

@@ -202,7 +202,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="the protocol's benchmark config")
     p.add_argument("--lrs", type=float, nargs="+", required=True, help="learning rates to try")
     p.add_argument(

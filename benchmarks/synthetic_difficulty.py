@@ -216,7 +216,7 @@ def pixel_baselines(
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--num-photos", type=int, default=synthetic.DEFAULT_NUM_PHOTOS)
     ap.add_argument("--sketches-per-photo", type=int, default=synthetic.DEFAULT_SKETCHES_PER_PHOTO)
     ap.add_argument("--image-size", type=int, default=synthetic.DEFAULT_IMAGE_SIZE)

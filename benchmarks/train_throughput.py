@@ -130,7 +130,7 @@ def measure_pair(entries, batch_size, device, precision, channels_last, warmup, 
 
 def _parse_args(argv):
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cpu-small", action="store_true", help="small batch and inputs for a CPU sandbox")
     parser.add_argument("--device", default="auto")

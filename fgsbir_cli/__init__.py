@@ -39,8 +39,18 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that reads no abbreviated long options: ``--seed`` is an error when only
+    ``--seeds`` exists, not silently that option. Sub-command parsers are of this class too (argparse makes
+    them of their parent's)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fgsbir", description="Fine-grained sketch-based image retrieval.")
+    parser = _Parser(prog="fgsbir", description="Fine-grained sketch-based image retrieval.")
     parser.add_argument("--version", action="version", version=f"fgsbir-plugin {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

@@ -672,3 +672,18 @@ def test_the_test_pass_ranks_as_the_model_does(tiny, freeze):
     assert test.sketch.attention.shape[0] == len(sketches) and set(test.photo.branches) == {"coarse", "fine"}
     assert set(test.diagnostics) == set(scoring.DIAGNOSTIC_KEYS)
     assert all(v is not None and math.isfinite(v) for v in test.diagnostics.values())
+
+
+def test_benchmark_parsers_read_no_abbreviated_options(capsys):
+    # --seed is not --seeds: a shortened or mistyped option is an error, not silently another one.
+    assert acc._parser().parse_args(["--seeds", "1"]).seeds == "1"
+    with pytest.raises(SystemExit):
+        acc._parser().parse_args(["--seed", "1"])
+    assert "unrecognized arguments: --seed" in capsys.readouterr().err
+    scripts = sorted(BENCH.glob("*.py"))
+    parsers = [p.name for p in scripts if "argparse.ArgumentParser(" in p.read_text(encoding="utf-8")]
+    assert len(parsers) >= 12
+    for path in scripts:
+        text = path.read_text(encoding="utf-8")
+        for chunk in text.split("argparse.ArgumentParser(")[1:]:
+            assert "allow_abbrev=False" in chunk.split(")")[0], path.name

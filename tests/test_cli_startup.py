@@ -82,3 +82,17 @@ def test_version_is_the_installed_distribution():
     with pytest.raises(SystemExit):
         fgsbir_cli.main(["--version"])
     assert fgsbir_cli._version() == fgsbir_plugin.__version__
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--validation", "0.2"],  # --validation-size
+        ["index", "build", "--photo", "p", "--out", "g.index"],  # --photos, a nested sub-command
+    ],
+)
+def test_abbreviated_long_options_are_errors_not_another_option(argv, capsys):
+    with pytest.raises(SystemExit) as err:
+        fgsbir_cli.build_parser().parse_args(argv)
+    assert err.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
