@@ -366,7 +366,6 @@ def _record(h: Harness, ref: DatasetRef, name: str, seed: int, test, split, sele
     metrics = test.metrics
     if not all(math.isfinite(v) for v in metrics.values()):
         raise RuntimeError(f"{ref.name}/{name}/seed{seed}: non-finite test metrics {metrics}.")
-    top = torch.argsort(test.dist, dim=1, stable=True)[:, : min(10, test.dist.shape[1])]
     return {
         "dataset": ref.name,
         "dataset_source": ref.source,
@@ -383,7 +382,6 @@ def _record(h: Harness, ref: DatasetRef, name: str, seed: int, test, split, sele
         "num_queries": len(split[0]),
         "num_gallery": len(split[1]),
         "ranks": test.ranks.tolist(),
-        "top10": top.tolist(),
         "selection": selection,
         "run_dir": repo_relative(h.run_dir(ref.name, name, seed)) if is_trained(method) else None,
         "device": describe_device(resolve_device(h.device)),
