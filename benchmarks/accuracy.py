@@ -20,8 +20,8 @@ Usage (repo root):
   python benchmarks/accuracy.py --config ... --datasets /path/to/my_pairs_folder    # your own data
   python benchmarks/accuracy.py --config ... --aggregate-only                      # tables + figures only
   python benchmarks/accuracy.py --config ... --results-name accuracy_cpu_seeds --table given --no-plots \
-      --methods triplet_sn,attention_sn,attention_fusion,dssa_full \
-      --seeds 0,1,2,3,4,5,6,7,8,9                                                # more seeds, own tables
+      --methods triplet,attention,attention_fusion,dssa_full,triplet_holef,triplet_l2,triplet_full_trunk,\\
+triplet_sn,triplet_mlp,attention_sn,pretrained_zero_shot --seeds 0,1,2,3,4,5,6,7,8,9  # ten seeds
 
 Beside the rows, the tables pair ``dssa_full`` with every row, and each ablation step of the config's
 ``steps`` (a child against its parent), query by query on the same test split (``accuracy_report``).
