@@ -352,3 +352,32 @@ def test_the_training_option_table_lists_every_fgsbir_train_option():
 
     missing = {pair(o) for o in options} - {pair(o) for o in listed}
     assert missing == set(), "fgsbir train options missing from the README's table"
+
+
+def test_the_accuracy_table_shows_the_ten_seed_results_file():
+    # The README's real-data table is benchmarks/results/accuracy_cpu_seeds.json, rounded: a re-run or a
+    # changed cell cannot leave the README's figures behind.
+    import json
+
+    study = json.loads((README.parent / "benchmarks" / "results" / "accuracy_cpu_seeds.json").read_text())
+    columns = ("chairs_v1", "shoes_v1", "chairv2")
+    want = {
+        (r["dataset"], r["method"]): f"{r['acc1_mean']:.2f}"
+        + ("" if r["method"] == "pretrained_zero_shot" else f" ± {r['acc1_std']:.2f}")
+        for r in study["rows"]
+    }
+    lines = README.read_text().splitlines()
+    start = lines.index("| method | QMUL-Chair-V1 (97 queries) | QMUL-Shoe-V1 (115) | QMUL-Chair-V2 (323) |")
+    seen = set()
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        raw = [c.strip() for c in line.strip("|").split("|")]
+        if raw[0].startswith("*") and not raw[0].startswith("**"):
+            continue  # published figures and the three-seed reference row, in italics
+        label, *cells = (c.strip("*") for c in raw)
+        method = "pretrained_zero_shot" if "zero-shot" in label else re.match(r"`(\w+)`", label).group(1)
+        for dataset, cell in zip(columns, cells, strict=True):
+            assert cell == want[(dataset, method)], (method, dataset)
+        seen.add(method)
+    assert seen == {m for _, m in want}
