@@ -472,3 +472,15 @@ def test_unpack_adds_the_gpu_throughput_rows_beside_the_cpu_ones(tmp_path):
     md = (tmp_path / "train_throughput.md").read_text()
     assert md.startswith("# CPU table") and md.count(gpu_prepare.GPU_SECTION) == 1
     assert "GPU: NVIDIA H200" in md and "1000.0" in md
+
+
+def test_the_tree_fits_beside_the_carried_folders_in_one_device_call():
+    # A device call carries the tree (tracked and untracked, not ignored, files) with .data/gpu and .whl in
+    # 64 MiB; faiss travels until the search benchmark has GPU results (gpu_prepare.prepare).
+    with_faiss = not gpu_run.bench_done(gpu_prepare.RESULTS / "search_gpu.json")
+    used, budget = gpu_prepare.tree_bytes(), gpu_prepare.tree_budget(with_faiss)
+    assert used <= budget, (
+        f"the files a device call sends take {used / 2**20:.2f} MiB, more than the {budget / 2**20:.2f} MiB "
+        f"left beside .data/gpu and .whl{' with faiss' if with_faiss else ''}: shrink what is committed "
+        "(results, pictures) or move untracked files out of the checkout"
+    )
