@@ -525,7 +525,7 @@ def _fake_cell(path: Path, seed: int, ranks: list[int], fingerprint: str = "fp")
 
 
 def test_a_cell_record_is_one_compact_line_per_key_and_reads_back_whole(tmp_path):
-    record = {"ranks": list(range(1, 300)), "top10": [[i, i + 1] for i in range(200)], "metrics": {"acc@1": 1.5},
+    record = {"ranks": list(range(1, 300)), "pairs": [[i, i + 1] for i in range(200)], "metrics": {"acc@1": 1.5},
               "note": "a, b: c", "none": None}  # fmt: skip
     path = _files.write_record(tmp_path / "sub" / "cell.json", record)
     text = path.read_text()

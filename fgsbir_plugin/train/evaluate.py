@@ -136,9 +136,9 @@ def run_eval(
     was trained beside: its reader options when ``data_kwargs`` is not given (a generated dataset's sizes,
     for one), and always its seed (another seed in ``data_kwargs`` is refused) and validation fraction. The
     seed also seeds a generated dataset and a pairs folder's or Sketchy's test split (scored with another
-    seed, a test split could hold photos the run trained on); the fraction carves the validation split the run's model was chosen on, so
-    ``split="validation"`` compares settings such as ``views`` without reading the test split. The report
-    records them as ``run_splits``.
+    seed, a test split could hold photos the run trained on); the fraction carves the validation split the
+    run's model was chosen on, so ``split="validation"`` compares settings such as ``views`` without reading
+    the test split. The report records them as ``run_splits``.
     """
     run, model_dir = RunFolder.resolve(checkpoint)
     dev = resolve_device(device)
