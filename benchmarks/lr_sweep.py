@@ -16,11 +16,18 @@ largest or the smallest), the grid is extended for that method: run the next rat
 ``--methods`` naming those methods, then the whole grid with ``--aggregate-only``, which reads the cells
 there are and trains none. The table goes to ``<out>.json`` and ``.md``.
 
+With ``--miners``, the grid is every (miner, rate) pair: each method is trained with each miner of the list
+(``train.miner``) at each rate, and the pair with the best mean validation acc@1 is chosen the same way (a
+tie goes to the config's shared miner, then to the smaller rate). The config's shared miner keeps the
+folders of a rate-only sweep (``<name>_lr<lr>``), so its cells count in both; another miner's go to
+``<name>_<miner>_lr<lr>`` (``semi-hard`` -> ``semihard``).
+
 Usage (repo root):
   python benchmarks/lr_sweep.py --config benchmarks/accuracy_configs/cpu.yaml --lrs 3e-4 1e-3 3e-3 1e-2
   python benchmarks/lr_sweep.py --config ... --lrs 3e-2 --methods triplet         # extend at the edge
   python benchmarks/lr_sweep.py --config ... --lrs 1e-4 --methods triplet_sn      # (or the other edge)
   python benchmarks/lr_sweep.py --config ... --lrs 3e-4 1e-3 3e-3 1e-2 3e-2 --aggregate-only
+  python benchmarks/lr_sweep.py --config ... --miners batch-hard none semi-hard --lrs 1e-4 3e-4 1e-3 3e-3
 """
 
 from __future__ import annotations
@@ -52,34 +59,56 @@ from accuracy_report import validation_acc1
 from report_files import write_json, write_report
 
 from fgsbir_plugin._common import default_data_dir
+from fgsbir_plugin.train.config import MINERS
 
 
 def lr_label(lr: float) -> str:
     return f"{lr:g}"
 
 
-def config_with_lr(bench: dict, methods: Sequence[str], lr: float) -> dict:
-    """``bench`` with every method of ``methods`` trained at ``lr``, nothing else changed.
+def setting_label(lr: float, miner: str | None = None) -> str:
+    """A grid point's label: the rate (``0.001``), or with a miner, ``miner@rate`` (``none@0.001``)."""
+    return lr_label(lr) if miner is None else f"{miner}@{lr_label(lr)}"
 
-    The rate goes into the shared ``train.lr`` and out of those methods' own settings, so that a sweep's
-    cells describe a method the same way whether or not the protocol has since given it a rate of its own
-    (they stay valid when the chosen rates are written into the config).
+
+def split_label(label: str) -> tuple[str | None, str]:
+    """``(miner or None, rate label)`` of a grid point's label."""
+    miner, _, lr = label.rpartition("@")
+    return miner or None, lr
+
+
+def config_with_lr(bench: dict, methods: Sequence[str], lr: float, miner: str | None = None) -> dict:
+    """``bench`` with every method of ``methods`` trained at ``lr`` (and with ``miner``), nothing else changed.
+
+    The rate (and the miner) go into the shared ``train`` settings and out of those methods' own, so that a
+    sweep's cells describe a method the same way whether or not the protocol has since given it a setting
+    of its own (they stay valid when the chosen settings are written into the config).
     """
     out = copy.deepcopy(bench)
     out["train"]["lr"] = lr
+    keys = ("lr",) if miner is None else ("lr", "miner")
+    if miner is not None:
+        out["train"]["miner"] = miner
     for name in methods:
         method = out["methods"][name]
-        if "lr" in (method.get("train") or {}):
-            del method["train"]["lr"]
-            if not method["train"]:
-                del method["train"]
+        for key in keys:
+            if key in (method.get("train") or {}):
+                del method["train"][key]
+        if "train" in method and not method["train"]:
+            del method["train"]
     return out
 
 
-def choose(table: dict[str, dict[str, float]]) -> dict[str, str]:
-    """Per method, the rate (label) with the highest mean validation acc@1; a tie: the smaller rate."""
+def choose(table: dict[str, dict[str, float]], first_miner: str | None = None) -> dict[str, str]:
+    """Per method, the grid point (label) with the highest mean validation acc@1 (to 0.01); a tie:
+    ``first_miner``'s (the config's shared miner), then the smaller rate."""
+
+    def preference(label: str) -> tuple[bool, float]:
+        miner, lr = split_label(label)
+        return miner in (None, first_miner), -float(lr)
+
     return {
-        method: max(sorted(by_lr, key=float), key=lambda lr: (by_lr[lr], -float(lr)))
+        method: max(sorted(by_lr), key=lambda k: (round(by_lr[k], 2), *preference(k)))
         for method, by_lr in table.items()
         if by_lr
     }
@@ -108,14 +137,21 @@ def sweep(args) -> dict[str, Any]:
     protocol = Harness(bench, Path(args.protocol_results), name, work / "unused")
     # the learning rate does not change a dataset's description: one set of refs for every rate
     grid = list(itertools.product([dataset_ref(d, bench, data_dir) for d in datasets], methods, seeds))
+    shared_miner = bench["train"].get("miner")
     cells: dict[str, dict[str, dict[str, dict[int, float | None]]]] = {m: {} for m in methods}
-    for lr in args.lrs:
-        label = lr_label(lr)
-        # Every swept method at this rate, whichever of them this invocation trains: one rate's folder
+    for miner, lr in itertools.product(args.miners or [None], args.lrs):
+        label = setting_label(lr, miner)
+        # the config's shared miner keeps a rate-only sweep's folders; another miner's have its name
+        folder = (
+            f"lr{lr_label(lr)}"
+            if miner in (None, shared_miner)
+            else f"{miner.replace('-', '')}_lr{lr_label(lr)}"
+        )
+        # Every swept method at this point, whichever of them this invocation trains: one point's folder
         # describes all its cells alike, so running more methods into it later leaves the others' valid.
-        derived = config_with_lr(bench, list(dict.fromkeys([*swept, *methods])), lr)
-        cfg_path = write_json(work / "configs" / f"{Path(args.config).stem}_lr{label}.json", derived)
-        h = Harness(derived, work / "results", results_name_for(cfg_path), work / f"runs_lr{label}")
+        derived = config_with_lr(bench, list(dict.fromkeys([*swept, *methods])), lr, miner)
+        cfg_path = write_json(work / "configs" / f"{Path(args.config).stem}_{folder}.json", derived)
+        h = Harness(derived, work / "results", results_name_for(cfg_path), work / f"runs_{folder}")
         for ref, m, seed in grid:
             # the protocol's own cell, made with exactly these settings, is this cell
             target = h.cell_path(ref.name, m, seed)
@@ -129,7 +165,7 @@ def sweep(args) -> dict[str, Any]:
         if args.data_dir:
             run_args += ["--data-dir", args.data_dir]
         if not args.aggregate_only:
-            print(f"[lr-sweep] lr {label}: python benchmarks/accuracy.py {shlex.join(run_args)}", flush=True)
+            print(f"[lr-sweep] {label}: python benchmarks/accuracy.py {shlex.join(run_args)}", flush=True)
             accuracy.main(run_args)
         for ref, m, seed in grid:
             # None when the cell is missing or was made with other settings
@@ -144,56 +180,75 @@ def sweep(args) -> dict[str, Any]:
         }
         for m, by_lr in cells.items()
     }
-    chosen = choose(means)
-    base = {m: lr_label(float(train_values(bench, bench["methods"][m])["lr"])) for m in methods}
-    return {
-        "benchmark": f"{name}_lr_sweep",
+    chosen = choose(means, shared_miner)
+    configured = {m: train_values(bench, bench["methods"][m]) for m in methods}
+    report = {
+        "benchmark": f"{name}_{'miner_' if args.miners else ''}lr_sweep",
         "config": repo_relative(args.config),
         "command": shlex.join(["python", "benchmarks/lr_sweep.py", *args.argv]),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "rule": "per method, the rate with the highest validation acc@1 averaged over datasets and seeds "
-        "(tie: the smaller rate); the same grid for every method; test figures are not read",
+        "(to 0.01; tie: the smaller rate); the same grid for every method; test figures are not read",
         "lrs": [lr_label(lr) for lr in args.lrs],
         "datasets": datasets,
         "seeds": seeds,
         "validation_acc1": cells,
         "mean_validation_acc1": means,
-        "protocol_lr": base,
-        "chosen_lr": chosen,
+        "protocol_lr": {m: lr_label(float(v["lr"])) for m, v in configured.items()},
+        "chosen_lr": {m: split_label(label)[1] for m, label in chosen.items()},
     }
+    if args.miners:
+        report["rule"] = (
+            "per method, the (miner, rate) with the highest validation acc@1 averaged over datasets and seeds "
+            f"(to 0.01; tie: the config's shared miner, {shared_miner}, then the smaller rate); the same grid for every "
+            "method; test figures are not read"
+        )
+        report["miners"] = list(args.miners)
+        report["protocol_miner"] = {m: v.get("miner") for m, v in configured.items()}
+        report["chosen_miner"] = {m: split_label(label)[0] for m, label in chosen.items()}
+    return report
 
 
 def markdown(report: dict) -> str:
-    lrs, datasets = report["lrs"], report["datasets"]
+    lrs, datasets, miners = report["lrs"], report["datasets"], report.get("miners")
+    what = "rate" if miners is None else "miner and rate"
     lines = [
-        f"# Learning-rate sweep: {report['config']}",
+        f"# {'Learning-rate' if miners is None else 'Miner and learning-rate'} sweep: {report['config']}",
         "",
         f"Validation acc@1 (the split carved from train that picks each cell's model), mean over seeds "
         f"{', '.join(map(str, report['seeds']))}; test figures are not read. Rule: {report['rule']}.",
         "",
-        "*config's rate*: the rate the config gave the method when this table was written (before the "
-        "chosen rates are copied into it, the rate the protocol had been using).",
+        f"*config's {what}*: the {what} the config gave the method when this table was written (before the "
+        f"chosen ones are copied into it, the {what} the protocol had been using).",
         "",
         f"Command: `{report['command']}`  ",
         f"Written: {report['date']}",
         "",
-        "| method | lr | " + " | ".join(datasets) + " | mean | |",
-        "| --- | --- | " + " | ".join("---:" for _ in datasets) + " | ---: | --- |",
+        f"| method | {'' if miners is None else 'miner | '}lr | " + " | ".join(datasets) + " | mean | |",
+        f"| --- | {'' if miners is None else '--- | '}--- | "
+        + " | ".join("---:" for _ in datasets)
+        + " | ---: | --- |",
     ]
-    for m, by_lr in report["validation_acc1"].items():
-        for lr in lrs:
-            by_ds = by_lr.get(lr, {})
+
+    def setting(m: str, kind: str) -> str:
+        lr = report[f"{kind}_lr"].get(m)
+        return lr if miners is None else f"{report[f'{kind}_miner'].get(m)}@{lr}"
+
+    for m, by_label in report["validation_acc1"].items():
+        for miner, lr in itertools.product(miners or [None], lrs):
+            label = setting_label(float(lr), miner)
+            by_ds = by_label.get(label, {})
             if all(v is None for per_seed in by_ds.values() for v in per_seed.values()):
                 continue  # not run for this method (the grid was extended for other methods)
             row = []
             for d in datasets:
                 vals = [v for v in by_ds.get(d, {}).values() if v is not None]
                 row.append(f"{statistics.mean(vals):.1f}" if vals else "—")
-            mean = report["mean_validation_acc1"][m].get(lr)
-            mark = "**chosen**" if report["chosen_lr"].get(m) == lr else ""
-            mark += " (config's rate)" if report["protocol_lr"].get(m) == lr else ""
+            mean = report["mean_validation_acc1"][m].get(label)
+            mark = "**chosen**" if setting(m, "chosen") == label else ""
+            mark += f" (config's {what})" if setting(m, "protocol") == label else ""
             lines.append(
-                f"| {m} | {lr} | "
+                f"| {m} | {'' if miner is None else f'{miner} | '}{lr} | "
                 + " | ".join(row)
                 + f" | {'—' if mean is None else f'{mean:.1f}'} | {mark} |"
             )
@@ -205,6 +260,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="the protocol's benchmark config")
     p.add_argument("--lrs", type=float, nargs="+", required=True, help="learning rates to try")
+    p.add_argument(
+        "--miners",
+        nargs="+",
+        choices=MINERS,
+        default=None,
+        help="miners to try with each rate (default: the config's only)",
+    )
     p.add_argument(
         "--methods", type=lambda s: s.split(","), default=None, help="default: trained timm methods"
     )

@@ -331,6 +331,30 @@ def test_lr_sweep_chooses_the_best_mean_and_the_smaller_rate_on_a_tie():
     assert bench["methods"]["triplet"]["train"]["lr"] == 1e-2  # the protocol's config is left as it was
 
 
+def test_a_miner_and_rate_sweep_chooses_to_a_hundredth_then_the_shared_miner_then_the_smaller_rate():
+    table = {
+        "a": {"none@0.001": 50.004, "batch-hard@0.003": 50.0, "semi-hard@0.0003": 49.0},  # a tie to 0.01
+        "b": {"none@0.001": 50.0, "semi-hard@0.0003": 50.0, "batch-hard@0.001": 49.98},
+        "c": {"none@0.001": 51.0, "batch-hard@0.001": 50.0},
+    }
+    assert lr_sweep.choose(table, "batch-hard") == {
+        "a": "batch-hard@0.003",
+        "b": "semi-hard@0.0003",
+        "c": "none@0.001",
+    }
+    assert lr_sweep.split_label("semi-hard@0.0003") == ("semi-hard", "0.0003")
+    assert lr_sweep.split_label("0.001") == (None, "0.001")
+    bench = config.load_benchmark_config(CPU)
+    own = copy.deepcopy(bench)
+    own["methods"]["triplet"]["train"]["miner"] = "none"  # a miner of its own, as a chosen one would be
+    derived = lr_sweep.config_with_lr(own, ["triplet"], 3e-3, "semi-hard")
+    assert derived["train"]["miner"] == "semi-hard" and derived["methods"]["triplet"]["train"] == {
+        "loss": "triplet"
+    }
+    assert derived == lr_sweep.config_with_lr(bench, ["triplet"], 3e-3, "semi-hard")
+    assert lr_sweep.config_with_lr(own, ["triplet"], 3e-3)["methods"]["triplet"]["train"]["miner"] == "none"
+
+
 @pytest.mark.slow
 def test_lr_sweep_reads_validation_only_and_reuses_the_protocols_own_cells(tmp_path, capsys):
     protocol = tmp_path / "protocol"
@@ -384,6 +408,33 @@ def test_lr_sweep_reads_validation_only_and_reuses_the_protocols_own_cells(tmp_p
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "work" / "results").rglob("seed*.json")} == before
     again = json.loads(out.with_suffix(".json").read_text())
     assert set(again["validation_acc1"]) == {"triplet"}
+    # With --miners, the config's shared miner (batch-hard) keeps the rate-only folders, so its cells are
+    # the ones above; another miner trains into its own folders.
+    both = [*one, "--lrs", "1e-3", "--miners", "batch-hard", "none", "--out", str(tmp_path / "miners")]
+    del both[2:5]  # the first --lrs
+    assert lr_sweep.main(both) == 0
+    logged = capsys.readouterr().out
+    assert logged.count(": validation acc@1 ") == 1 and "test acc@1" not in logged  # the none cell only
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    other = cells.cell_path(
+        tmp_path / "work" / "results", "accuracy_smoke_none_lr0.001", "synthetic", "triplet", 0
+    )
+    assert json.loads(other.read_text())["settings"]["train"]["miner"] == "none"
+    joint = json.loads((tmp_path / "miners.json").read_text())
+    assert set(joint["validation_acc1"]["triplet"]) == {"batch-hard@0.001", "none@0.001"}
+    assert (
+        joint["validation_acc1"]["triplet"]["batch-hard@0.001"]
+        == report["validation_acc1"]["triplet"]["0.001"]
+    )
+    assert joint["protocol_miner"] == {"triplet": "batch-hard"} and joint["protocol_lr"] == {
+        "triplet": "0.001"
+    }
+    best = max(joint["mean_validation_acc1"]["triplet"].values())
+    label = f"{joint['chosen_miner']['triplet']}@{joint['chosen_lr']['triplet']}"
+    assert joint["mean_validation_acc1"]["triplet"][label] == pytest.approx(best, abs=0.01)
+    md = (tmp_path / "miners.md").read_text()
+    assert "| triplet | batch-hard | 0.001 |" in md and "| triplet | none | 0.001 |" in md
+    assert "(config's miner and rate)" in md
 
 
 def test_table_given_covers_only_the_methods_and_seeds_named(tmp_path):
