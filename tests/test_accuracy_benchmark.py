@@ -473,8 +473,12 @@ def test_each_ablation_differs_from_its_parent_in_one_thing(path):
     # the steps the tables pair are these
     assert [tuple(step) for step in bench["steps"]] == [(parent, child) for parent, child, _ in steps]
     for parent, child, changed in steps:
-        # the learning rate is a setting tuned per method on validation (benchmarks/lr_sweep.py), not a step
-        differ = _differences(_effective(bench, parent), _effective(bench, child)) - {"train.lr"}
+        # the learning rate (and on the CPU protocol's paper path, the miner) is a setting tuned per method
+        # on validation (benchmarks/lr_sweep.py), not a step
+        differ = _differences(_effective(bench, parent), _effective(bench, child)) - {
+            "train.lr",
+            "train.miner",
+        }
         assert differ == changed, (parent, child)
     losses = {
         m: _effective(bench, m)["train.loss"] for m in ("triplet", "triplet_holef", "triplet_l2", "dssa_full")
@@ -490,13 +494,40 @@ def test_each_ablation_differs_from_its_parent_in_one_thing(path):
     assert len(bench["protocol"]) > 200
 
 
-def test_the_cpu_protocols_learning_rates_are_the_ones_its_validation_sweep_chose():
+def test_the_cpu_protocols_learning_rates_and_miners_are_the_ones_its_validation_sweeps_chose():
+    # every trained row's rate comes from the rate-only sweep (under the shared miner), except the paper's
+    # path, whose (miner, rate) comes from the joint sweep; the other rows keep the shared miner
     bench = config.load_benchmark_config(CPU)
     sweep = json.loads((BENCH / "results" / "accuracy_cpu_lr_sweep.json").read_text())
-    configured = {m: lr_sweep.lr_label(_effective(bench, m)["train.lr"]) for m in sweep["chosen_lr"]}
-    assert configured == sweep["chosen_lr"]
-    assert set(sweep["chosen_lr"]) == {m for m, spec in bench["methods"].items() if spec["kind"] == "timm"}
+    joint = json.loads((BENCH / "results" / "accuracy_cpu_miner_lr_sweep.json").read_text())
+    timm = {m for m, spec in bench["methods"].items() if spec["kind"] == "timm"}
+    assert set(sweep["chosen_lr"]) == timm
+    assert set(joint["chosen_lr"]) == {"triplet_sn", "attention_sn", "attention_fusion", "dssa_full"}
     assert all(len(set(by_lr)) == len(sweep["lrs"]) for by_lr in sweep["validation_acc1"].values())
+    shared = bench["train"]["miner"]
+    for m in timm:
+        effective = _effective(bench, m)
+        configured = (effective["train.miner"], lr_sweep.lr_label(effective["train.lr"]))
+        if m in joint["chosen_lr"]:
+            assert configured == (joint["chosen_miner"][m], joint["chosen_lr"][m]), m
+        else:
+            assert configured == (shared, sweep["chosen_lr"][m]), m
+    assert joint["miners"] == ["batch-hard", "none", "semi-hard"] and shared == "batch-hard"
+    for m in joint["chosen_lr"]:
+        means = joint["mean_validation_acc1"][m]
+        # every miner at every rate from 1e-4 to 3e-3, each with all its cells
+        assert {
+            f"{miner}@{lr}" for miner in joint["miners"] for lr in ("0.0001", "0.0003", "0.001", "0.003")
+        } <= set(means)
+        assert lr_sweep.choose({m: means}, shared)[m] == f"{joint['chosen_miner'][m]}@{joint['chosen_lr'][m]}"
+        # the shared miner's grid points are the rate-only sweep's cells, where that sweep ran them
+        compared = 0
+        for lr, by_ds in sweep["validation_acc1"][m].items():
+            ran = all(v is not None for per_seed in by_ds.values() for v in per_seed.values())
+            if ran and f"{shared}@{lr}" in joint["validation_acc1"][m]:
+                assert joint["validation_acc1"][m][f"{shared}@{lr}"] == by_ds
+                compared += 1
+        assert compared >= 4
 
 
 def test_the_seed_study_repeats_the_protocols_cells_and_adds_seeds_only():
@@ -523,7 +554,9 @@ def test_the_seed_study_repeats_the_protocols_cells_and_adds_seeds_only():
                 )
                 for name in ("accuracy_cpu_seeds", "accuracy_cpu")
             )
-            assert ours["commit"] != protocol["commit"]  # computed again, not copied
+            # computed again (in its own run folder, where it trains), not copied
+            assert ours["date"] != protocol["date"]
+            assert ours["run_dir"] is None or ours["run_dir"] != protocol["run_dir"]
             assert ours["ranks"] == protocol["ranks"] and ours["metrics"] == protocol["metrics"]
 
 
