@@ -230,9 +230,12 @@ def markdown(report: dict) -> str:
         + " | ---: | --- |",
     ]
 
-    def setting(m: str, kind: str) -> str:
+    def setting(m: str, kind: str) -> str | None:
+        """The label of the grid point the config gave ``m`` (kind "protocol") or the sweep chose ("chosen")."""
         lr = report[f"{kind}_lr"].get(m)
-        return lr if miners is None else f"{report[f'{kind}_miner'].get(m)}@{lr}"
+        if lr is None:
+            return None
+        return setting_label(float(lr), None if miners is None else report[f"{kind}_miner"].get(m))
 
     for m, by_label in report["validation_acc1"].items():
         for miner, lr in itertools.product(miners or [None], lrs):
