@@ -27,12 +27,33 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), or None where there is none."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
 def describe_device(device: torch.device | str) -> str:
-    """A human description: the GPU name, or the CPU model and core count."""
+    """A human description: the GPU name, or the CPU model, instruction set torch uses and core count.
+
+    The instruction set is part of it because a model trained on CPUs whose kernels differ (AVX2 against
+    AVX-512, say) follows slightly different floating-point paths: a fixed-seed run is bit-identical only
+    on the same kind of CPU.
+    """
     device = torch.device(device)
     if device.type == "cuda":
         return f"GPU: {torch.cuda.get_device_name(device)}"
-    cpu = platform.processor() or platform.machine()
+    arch = platform.machine() or platform.processor()
+    model = _cpu_model()
+    isa = torch.backends.cpu.get_cpu_capability()
+    cpu = f"{model} ({arch}, {isa})" if model else f"{arch}, {isa}"
     return f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 

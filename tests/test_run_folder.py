@@ -75,3 +75,5 @@ def test_resolve_device():
     with pytest.raises(ValueError, match="not a torch device"):
         resolve_device("gpu0")
     assert describe_device("cpu").startswith("CPU: ")
+    # the instruction set torch's CPU kernels use is recorded: training floats differ between them
+    assert torch.backends.cpu.get_cpu_capability() in describe_device("cpu")
