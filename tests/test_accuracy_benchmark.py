@@ -316,19 +316,20 @@ def test_lr_sweep_chooses_the_best_mean_and_the_smaller_rate_on_a_tie():
     table = {"a": {"0.001": 40.0, "0.003": 45.0}, "b": {"0.003": 50.0, "0.001": 50.0}, "c": {}}
     assert lr_sweep.choose(table) == {"a": "0.003", "b": "0.001"}
     bench = config.load_benchmark_config(CPU)
-    derived = lr_sweep.config_with_lr(bench, ["triplet", "clip_finetuned"], 3e-3)
+    # triplet_l2 has a rate of its own and the shared miner (a rate-only sweep keeps a row's own miner)
+    derived = lr_sweep.config_with_lr(bench, ["triplet_l2", "clip_finetuned"], 1e-2)
     effective = {m: config.train_values(derived, derived["methods"][m])["lr"] for m in derived["methods"]}
-    assert effective["triplet"] == effective["clip_finetuned"] == 3e-3  # both had a rate of their own
-    assert derived["methods"]["triplet"]["train"] == {"loss": "triplet"}
+    assert effective["triplet_l2"] == effective["clip_finetuned"] == 1e-2  # both had a rate of their own
+    assert derived["methods"]["triplet_l2"]["train"] == {"loss": "triplet_l2"}
     assert "lr" not in derived["methods"]["clip_finetuned"]["train"]
     # whether the protocol gives the method a rate of its own or not, the sweep describes it the same way
     plain = copy.deepcopy(bench)
-    del plain["methods"]["triplet"]["train"]["lr"]
+    del plain["methods"]["triplet_l2"]["train"]["lr"]
     assert (
-        lr_sweep.config_with_lr(plain, ["triplet"], 3e-3)["methods"]["triplet"]
-        == derived["methods"]["triplet"]
+        lr_sweep.config_with_lr(plain, ["triplet_l2"], 1e-2)["methods"]["triplet_l2"]
+        == derived["methods"]["triplet_l2"]
     )
-    assert bench["methods"]["triplet"]["train"]["lr"] == 1e-2  # the protocol's config is left as it was
+    assert bench["methods"]["triplet_l2"]["train"]["lr"] == 3e-3  # the protocol's config is left as it was
 
 
 def test_a_miner_and_rate_sweep_chooses_to_a_hundredth_then_the_shared_miner_then_the_smaller_rate():
@@ -473,7 +474,7 @@ def test_each_ablation_differs_from_its_parent_in_one_thing(path):
     # the steps the tables pair are these
     assert [tuple(step) for step in bench["steps"]] == [(parent, child) for parent, child, _ in steps]
     for parent, child, changed in steps:
-        # the learning rate (and on the CPU protocol's paper path, the miner) is a setting tuned per method
+        # the learning rate (and on the CPU protocol, the miner) is a setting tuned per method
         # on validation (benchmarks/lr_sweep.py), not a step
         differ = _differences(_effective(bench, parent), _effective(bench, child)) - {
             "train.lr",
@@ -495,39 +496,56 @@ def test_each_ablation_differs_from_its_parent_in_one_thing(path):
 
 
 def test_the_cpu_protocols_learning_rates_and_miners_are_the_ones_its_validation_sweeps_chose():
-    # every trained row's rate comes from the rate-only sweep (under the shared miner), except the paper's
-    # path, whose (miner, rate) comes from the joint sweep; the other rows keep the shared miner
+    # every trained row's (miner, rate) comes from a joint sweep: the paper's path from the first, over
+    # 1e-4 to 3e-3, the pooled rows from the second, over 3e-4 to 1e-2 (the grids the rate-only sweep had
+    # found each group's rates in); the shared miner's points of both are the rate-only sweep's cells
     bench = config.load_benchmark_config(CPU)
     sweep = json.loads((BENCH / "results" / "accuracy_cpu_lr_sweep.json").read_text())
-    joint = json.loads((BENCH / "results" / "accuracy_cpu_miner_lr_sweep.json").read_text())
+    joints = {
+        ("0.0001", "0.0003", "0.001", "0.003"): "accuracy_cpu_miner_lr_sweep.json",
+        ("0.0003", "0.001", "0.003", "0.01"): "accuracy_cpu_miner_lr_sweep_pooled.json",
+    }
     timm = {m for m, spec in bench["methods"].items() if spec["kind"] == "timm"}
     assert set(sweep["chosen_lr"]) == timm
-    assert set(joint["chosen_lr"]) == {"triplet_sn", "attention_sn", "attention_fusion", "dssa_full"}
     assert all(len(set(by_lr)) == len(sweep["lrs"]) for by_lr in sweep["validation_acc1"].values())
     shared = bench["train"]["miner"]
-    for m in timm:
-        effective = _effective(bench, m)
-        configured = (effective["train.miner"], lr_sweep.lr_label(effective["train.lr"]))
-        if m in joint["chosen_lr"]:
+    assert shared == "batch-hard"
+    swept: list[str] = []
+    for grid, name in joints.items():
+        joint = json.loads((BENCH / "results" / name).read_text())
+        assert joint["miners"] == ["batch-hard", "none", "semi-hard"], name
+        for m in joint["chosen_lr"]:
+            swept.append(m)
+            effective = _effective(bench, m)
+            configured = (effective["train.miner"], lr_sweep.lr_label(effective["train.lr"]))
             assert configured == (joint["chosen_miner"][m], joint["chosen_lr"][m]), m
-        else:
-            assert configured == (shared, sweep["chosen_lr"][m]), m
-    assert joint["miners"] == ["batch-hard", "none", "semi-hard"] and shared == "batch-hard"
-    for m in joint["chosen_lr"]:
-        means = joint["mean_validation_acc1"][m]
-        # every miner at every rate from 1e-4 to 3e-3, each with all its cells
-        assert {
-            f"{miner}@{lr}" for miner in joint["miners"] for lr in ("0.0001", "0.0003", "0.001", "0.003")
-        } <= set(means)
-        assert lr_sweep.choose({m: means}, shared)[m] == f"{joint['chosen_miner'][m]}@{joint['chosen_lr'][m]}"
-        # the shared miner's grid points are the rate-only sweep's cells, where that sweep ran them all (a
-        # rate has a mean only then)
-        compared = 0
-        for lr, by_ds in sweep["validation_acc1"][m].items():
-            if lr in sweep["mean_validation_acc1"][m] and f"{shared}@{lr}" in joint["validation_acc1"][m]:
-                assert joint["validation_acc1"][m][f"{shared}@{lr}"] == by_ds
-                compared += 1
-        assert compared >= 4
+            means = joint["mean_validation_acc1"][m]
+            # every miner at every rate of the grid, each with all its cells
+            assert {f"{miner}@{lr}" for miner in joint["miners"] for lr in grid} <= set(means), m
+            chosen = f"{joint['chosen_miner'][m]}@{joint['chosen_lr'][m]}"
+            assert lr_sweep.choose({m: means}, shared)[m] == chosen, m
+            # the choice is not on an edge of what ran for its miner (the rule extends the grid there)
+            ran = sorted(
+                float(lr)
+                for miner, lr in map(lr_sweep.split_label, means)
+                if miner == joint["chosen_miner"][m]
+            )
+            assert ran[0] < float(joint["chosen_lr"][m]) < ran[-1], m
+            # the shared miner's grid points are the rate-only sweep's cells, where that sweep ran them all
+            # (a rate has a mean only then). The pooled rows' sweep trained most of them again on another
+            # CPU (AVX-512 kernels, 2026-11-30), where the floats of training differ: 49 of the 198 cells
+            # trained again chose another model, so there each rate's seed-mean must agree within 2.5 points.
+            compared = 0
+            for lr, by_ds in sweep["validation_acc1"][m].items():
+                if lr in sweep["mean_validation_acc1"][m] and f"{shared}@{lr}" in joint["validation_acc1"][m]:
+                    if name == "accuracy_cpu_miner_lr_sweep.json":
+                        assert joint["validation_acc1"][m][f"{shared}@{lr}"] == by_ds, (m, lr)
+                    else:
+                        gap = means[f"{shared}@{lr}"] - sweep["mean_validation_acc1"][m][lr]
+                        assert abs(gap) < 2.5, (m, lr, gap)
+                    compared += 1
+            assert compared >= 4, m
+    assert sorted(swept) == sorted(timm)  # every trained row once
 
 
 def test_the_seed_study_repeats_the_protocols_cells_and_adds_seeds_only():
