@@ -51,6 +51,7 @@ import torch
 from report_files import write_report
 
 from fgsbir_plugin.holef import holef_distance_matrix
+from fgsbir_plugin.runtime import cpu_model
 
 SIZES = [(64, 64, 256), (128, 128, 512), (1024, 1024, 512)]
 METHODS = ["closed", "naive", "naive_chunked"]
@@ -164,14 +165,6 @@ def _measure(args) -> dict:
 
 
 # ---------------------------------------------------------------- orchestration (parent)
-def _cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return re.search(r"Model name:\s+(.+)", out).group(1).strip()
-    except Exception:
-        return platform.processor() or "unknown"
-
-
 def child_env(threads: int) -> dict[str, str]:
     """The environment of a measuring child: this tree first on its import path, then the parent's.
 
@@ -327,7 +320,7 @@ def main(argv=None) -> int:
         parser.error(f"--sizes takes Nq x Nr x d cases such as 64x64x256, got {args.sizes}.")
     args.max_naive_elements = {"cpu": args.cpu_max_naive_elements, "cuda": args.cuda_max_naive_elements}
     names = {
-        "cpu": f"CPU: {_cpu_name()}, {os.cpu_count()}-core sandbox (shared), {args.threads} thread(s) used"
+        "cpu": f"CPU: {cpu_model() or platform.processor() or 'unknown'}, {os.cpu_count()}-core sandbox (shared), {args.threads} thread(s) used"
     }
     if "cuda" in devices:
         names["cuda"] = f"CUDA: {torch.cuda.get_device_name(0)}"

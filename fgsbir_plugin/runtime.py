@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["resolve_device", "describe_device", "git_commit"]
+__all__ = ["resolve_device", "describe_device", "cpu_model", "git_commit"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -27,7 +27,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _cpu_model() -> str | None:
+def cpu_model() -> str | None:
     """The CPU's model name from /proc/cpuinfo (Linux), or None where there is none."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -51,7 +51,7 @@ def describe_device(device: torch.device | str) -> str:
     if device.type == "cuda":
         return f"GPU: {torch.cuda.get_device_name(device)}"
     arch = platform.machine() or platform.processor()
-    model = _cpu_model()
+    model = cpu_model()
     isa = torch.backends.cpu.get_cpu_capability()
     cpu = f"{model} ({arch}, {isa})" if model else f"{arch}, {isa}"
     return f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
