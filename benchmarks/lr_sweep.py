@@ -22,12 +22,20 @@ tie goes to the config's shared miner, then to the smaller rate). The config's s
 folders of a rate-only sweep (``<name>_lr<lr>``), so its cells count in both; another miner's go to
 ``<name>_<miner>_lr<lr>`` (``semi-hard`` -> ``semihard``).
 
+With ``--distance-lrs``, each of those points is also trained at each learning rate of HOLEF's W
+(``train.distance_lr``; only the HOLEF rows have a W, so name those with ``--methods``), and the best point
+is chosen the same way (a tie also goes to the config's shared W rate, before the smaller head rate, then
+to the smaller W rate). The config's shared W rate keeps the folders above; another one's add
+``_dlr<rate>``.
+
 Usage (repo root):
   python benchmarks/lr_sweep.py --config benchmarks/accuracy_configs/cpu.yaml --lrs 3e-4 1e-3 3e-3 1e-2
   python benchmarks/lr_sweep.py --config ... --lrs 3e-2 --methods triplet         # extend at the edge
   python benchmarks/lr_sweep.py --config ... --lrs 1e-4 --methods triplet_sn      # (or the other edge)
   python benchmarks/lr_sweep.py --config ... --lrs 3e-4 1e-3 3e-3 1e-2 3e-2 --aggregate-only
   python benchmarks/lr_sweep.py --config ... --miners batch-hard none semi-hard --lrs 1e-4 3e-4 1e-3 3e-3
+  python benchmarks/lr_sweep.py --config ... --methods dssa_full --miners batch-hard --lrs 1e-3 \
+      --distance-lrs 1e-4 1e-3 1e-2 1e-1
 """
 
 from __future__ import annotations
@@ -66,19 +74,30 @@ def lr_label(lr: float) -> str:
     return f"{lr:g}"
 
 
-def setting_label(lr: float, miner: str | None = None) -> str:
-    """A grid point's label: the rate (``0.001``), or with a miner, ``miner@rate`` (``none@0.001``)."""
-    return lr_label(lr) if miner is None else f"{miner}@{lr_label(lr)}"
+def setting_label(lr: float, miner: str | None = None, distance_lr: float | None = None) -> str:
+    """A grid point's label: the rate (``0.001``), or with a miner, ``miner@rate`` (``none@0.001``); with a
+    rate for HOLEF's W, ``/W<rate>`` follows (``batch-hard@0.001/W0.01``)."""
+    label = lr_label(lr) if miner is None else f"{miner}@{lr_label(lr)}"
+    return label if distance_lr is None else f"{label}/W{lr_label(distance_lr)}"
 
 
 def split_label(label: str) -> tuple[str | None, str]:
-    """``(miner or None, rate label)`` of a grid point's label."""
-    miner, _, lr = label.rpartition("@")
+    """``(miner or None, rate label)`` of a grid point's label (its W rate, if any, left out)."""
+    miner, _, lr = label.partition("/W")[0].rpartition("@")
     return miner or None, lr
 
 
-def config_with_lr(bench: dict, methods: Sequence[str], lr: float, miner: str | None = None) -> dict:
-    """``bench`` with every method of ``methods`` trained at ``lr`` (and with ``miner``), nothing else changed.
+def distance_label(label: str) -> str | None:
+    """The W rate label of a grid point's label, or None when the grid has no W rates."""
+    _, sep, dlr = label.partition("/W")
+    return dlr if sep else None
+
+
+def config_with_lr(
+    bench: dict, methods: Sequence[str], lr: float, miner: str | None = None, distance_lr: float | None = None
+) -> dict:
+    """``bench`` with every method of ``methods`` trained at ``lr`` (and with ``miner``, and W's rate
+    ``distance_lr``), nothing else changed.
 
     The rate (and the miner) go into the shared ``train`` settings and out of those methods' own, so that a
     sweep's cells describe a method the same way whether or not the protocol has since given it a setting
@@ -86,9 +105,11 @@ def config_with_lr(bench: dict, methods: Sequence[str], lr: float, miner: str | 
     """
     out = copy.deepcopy(bench)
     out["train"]["lr"] = lr
-    keys = ("lr",) if miner is None else ("lr", "miner")
+    keys = ("lr",) + (() if miner is None else ("miner",)) + (() if distance_lr is None else ("distance_lr",))
     if miner is not None:
         out["train"]["miner"] = miner
+    if distance_lr is not None:
+        out["train"]["distance_lr"] = distance_lr
     for name in methods:
         method = out["methods"][name]
         for key in keys:
@@ -99,13 +120,22 @@ def config_with_lr(bench: dict, methods: Sequence[str], lr: float, miner: str | 
     return out
 
 
-def choose(table: dict[str, dict[str, float]], first_miner: str | None = None) -> dict[str, str]:
+def choose(
+    table: dict[str, dict[str, float]], first_miner: str | None = None, first_distance_lr: str | None = None
+) -> dict[str, str]:
     """Per method, the grid point (label) with the highest mean validation acc@1 (to 0.01); a tie:
-    ``first_miner``'s (the config's shared miner), then the smaller rate."""
+    ``first_miner``'s (the config's shared miner), then ``first_distance_lr``'s (the config's shared W rate,
+    a label), then the smaller rate, then the smaller W rate."""
 
-    def preference(label: str) -> tuple[bool, float]:
+    def preference(label: str) -> tuple[bool, bool, float, float]:
         miner, lr = split_label(label)
-        return miner in (None, first_miner), -float(lr)
+        dlr = distance_label(label)
+        return (
+            miner in (None, first_miner),
+            dlr in (None, first_distance_lr),
+            -float(lr),
+            -float(dlr or 0),
+        )
 
     return {
         method: max(sorted(by_lr), key=lambda k: (round(by_lr[k], 2), *preference(k)))
@@ -129,6 +159,12 @@ def sweep(args) -> dict[str, Any]:
     unknown = [m for m in methods if m not in bench["methods"] or not is_trained(bench["methods"][m])]
     if unknown:
         raise ValueError(f"--methods {unknown} are not trained methods of {args.config}; name trained ones.")
+    without_w = [m for m in methods if train_values(bench, bench["methods"][m]).get("loss") != "holef"]
+    if args.distance_lrs and without_w:
+        raise ValueError(
+            f"--distance-lrs sets HOLEF's W rate, and {without_w} have no W (their loss is not holef); "
+            "name only HOLEF rows with --methods."
+        )
     datasets = args.datasets or list(bench["datasets"])
     seeds = args.seeds or [int(s) for s in bench["seeds"]]
     name = results_name_for(args.config)
@@ -138,18 +174,22 @@ def sweep(args) -> dict[str, Any]:
     # the learning rate does not change a dataset's description: one set of refs for every rate
     grid = list(itertools.product([dataset_ref(d, bench, data_dir) for d in datasets], methods, seeds))
     shared_miner = bench["train"].get("miner")
+    shared_dlr = bench["train"].get("distance_lr")
     cells: dict[str, dict[str, dict[str, dict[int, float | None]]]] = {m: {} for m in methods}
-    for miner, lr in itertools.product(args.miners or [None], args.lrs):
-        label = setting_label(lr, miner)
+    for miner, lr, dlr in itertools.product(args.miners or [None], args.lrs, args.distance_lrs or [None]):
+        label = setting_label(lr, miner, dlr)
         # the config's shared miner keeps a rate-only sweep's folders; another miner's have its name
         folder = (
             f"lr{lr_label(lr)}"
             if miner in (None, shared_miner)
             else f"{miner.replace('-', '')}_lr{lr_label(lr)}"
         )
+        # and the config's shared W rate keeps them too; another one's adds its own
+        if dlr is not None and dlr != shared_dlr:
+            folder += f"_dlr{lr_label(dlr)}"
         # Every swept method at this point, whichever of them this invocation trains: one point's folder
         # describes all its cells alike, so running more methods into it later leaves the others' valid.
-        derived = config_with_lr(bench, list(dict.fromkeys([*swept, *methods])), lr, miner)
+        derived = config_with_lr(bench, list(dict.fromkeys([*swept, *methods])), lr, miner, dlr)
         cfg_path = write_json(work / "configs" / f"{Path(args.config).stem}_{folder}.json", derived)
         h = Harness(derived, work / "results", results_name_for(cfg_path), work / f"runs_{folder}")
         for ref, m, seed in grid:
@@ -180,7 +220,7 @@ def sweep(args) -> dict[str, Any]:
         }
         for m, by_lr in cells.items()
     }
-    chosen = choose(means, shared_miner)
+    chosen = choose(means, shared_miner, None if shared_dlr is None else lr_label(float(shared_dlr)))
     configured = {m: train_values(bench, bench["methods"][m]) for m in methods}
     report = {
         "benchmark": f"{name}_{'miner_' if args.miners else ''}lr_sweep",
@@ -206,14 +246,32 @@ def sweep(args) -> dict[str, Any]:
         report["miners"] = list(args.miners)
         report["protocol_miner"] = {m: v.get("miner") for m, v in configured.items()}
         report["chosen_miner"] = {m: split_label(label)[0] for m, label in chosen.items()}
+    if args.distance_lrs:
+        point = "(miner, rate, W rate)" if args.miners else "(rate, W rate)"
+        report["rule"] = (
+            f"per method, the {point} with the highest validation acc@1 averaged over datasets and seeds (to 0.01; "
+            + (f"tie: the config's shared miner, {shared_miner}, then " if args.miners else "tie: ")
+            + f"the config's shared W rate, {shared_dlr}, then the smaller rate, then the smaller W rate); the same "
+            "grid for every method; test figures are not read"
+        )
+        report["distance_lrs"] = [lr_label(x) for x in args.distance_lrs]
+        report["protocol_distance_lr"] = {
+            m: None if v.get("distance_lr") is None else lr_label(float(v["distance_lr"]))
+            for m, v in configured.items()
+        }
+        report["chosen_distance_lr"] = {m: distance_label(label) for m, label in chosen.items()}
     return report
 
 
 def markdown(report: dict) -> str:
     lrs, datasets, miners = report["lrs"], report["datasets"], report.get("miners")
+    dlrs = report.get("distance_lrs")
     what = "rate" if miners is None else "miner and rate"
+    if dlrs is not None:
+        what += " and W rate"
+    title = "Learning-rate" if miners is None else "Miner and learning-rate"
     lines = [
-        f"# {'Learning-rate' if miners is None else 'Miner and learning-rate'} sweep: {report['config']}",
+        f"# {title} sweep{'' if dlrs is None else ' (with HOLEF W rates)'}: {report['config']}",
         "",
         f"Validation acc@1 (the split carved from train that picks each cell's model), mean over seeds "
         f"{', '.join(map(str, report['seeds']))}; test figures are not read. Rule: {report['rule']}.",
@@ -224,8 +282,10 @@ def markdown(report: dict) -> str:
         f"Command: `{report['command']}`  ",
         f"Written: {report['date']}",
         "",
-        f"| method | {'' if miners is None else 'miner | '}lr | " + " | ".join(datasets) + " | mean | |",
-        f"| --- | {'' if miners is None else '--- | '}--- | "
+        f"| method | {'' if miners is None else 'miner | '}lr | {'' if dlrs is None else 'W lr | '}"
+        + " | ".join(datasets)
+        + " | mean | |",
+        f"| --- | {'' if miners is None else '--- | '}--- | {'' if dlrs is None else '--- | '}"
         + " | ".join("---:" for _ in datasets)
         + " | ---: | --- |",
     ]
@@ -235,11 +295,13 @@ def markdown(report: dict) -> str:
         lr = report[f"{kind}_lr"].get(m)
         if lr is None:
             return None
-        return setting_label(float(lr), None if miners is None else report[f"{kind}_miner"].get(m))
+        miner = None if miners is None else report[f"{kind}_miner"].get(m)
+        dlr = None if dlrs is None else report[f"{kind}_distance_lr"].get(m)
+        return setting_label(float(lr), miner, None if dlr is None else float(dlr))
 
     for m, by_label in report["validation_acc1"].items():
-        for miner, lr in itertools.product(miners or [None], lrs):
-            label = setting_label(float(lr), miner)
+        for miner, lr, dlr in itertools.product(miners or [None], lrs, dlrs or [None]):
+            label = setting_label(float(lr), miner, None if dlr is None else float(dlr))
             by_ds = by_label.get(label, {})
             if all(v is None for per_seed in by_ds.values() for v in per_seed.values()):
                 continue  # not run for this method (the grid was extended for other methods)
@@ -251,7 +313,7 @@ def markdown(report: dict) -> str:
             mark = "**chosen**" if setting(m, "chosen") == label else ""
             mark += f" (config's {what})" if setting(m, "protocol") == label else ""
             lines.append(
-                f"| {m} | {'' if miner is None else f'{miner} | '}{lr} | "
+                f"| {m} | {'' if miner is None else f'{miner} | '}{lr} | {'' if dlr is None else f'{dlr} | '}"
                 + " | ".join(row)
                 + f" | {'—' if mean is None else f'{mean:.1f}'} | {mark} |"
             )
@@ -269,6 +331,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=MINERS,
         default=None,
         help="miners to try with each rate (default: the config's only)",
+    )
+    p.add_argument(
+        "--distance-lrs",
+        type=float,
+        nargs="+",
+        default=None,
+        help="learning rates of HOLEF's W to try with each point (default: the config's only)",
     )
     p.add_argument(
         "--methods", type=lambda s: s.split(","), default=None, help="default: trained timm methods"

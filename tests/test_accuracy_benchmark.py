@@ -356,6 +356,33 @@ def test_a_miner_and_rate_sweep_chooses_to_a_hundredth_then_the_shared_miner_the
     assert lr_sweep.config_with_lr(own, ["triplet"], 3e-3)["methods"]["triplet"]["train"]["miner"] == "none"
 
 
+def test_a_w_rate_sweep_labels_chooses_and_configures_the_holef_rows_only(tmp_path):
+    assert lr_sweep.setting_label(1e-3, "batch-hard", 1e-2) == "batch-hard@0.001/W0.01"
+    assert lr_sweep.split_label("batch-hard@0.001/W0.01") == ("batch-hard", "0.001")
+    assert lr_sweep.distance_label("batch-hard@0.001/W0.01") == "0.01"
+    assert lr_sweep.distance_label("batch-hard@0.001") is None
+    table = {
+        # a: a tie to 0.01, to the config's W rate; b: a tie without it, to the smaller W rate
+        "a": {"batch-hard@0.001/W0.0001": 50.0, "batch-hard@0.001/W0.01": 50.004},
+        "b": {"batch-hard@0.001/W0.001": 50.0, "batch-hard@0.001/W0.01": 50.0},
+        "c": {"batch-hard@0.001/W0.0001": 50.0, "batch-hard@0.001/W0.1": 51.0},
+    }
+    assert lr_sweep.choose(table, "batch-hard", "0.0001") == {
+        "a": "batch-hard@0.001/W0.0001",
+        "b": "batch-hard@0.001/W0.001",
+        "c": "batch-hard@0.001/W0.1",
+    }
+    bench = config.load_benchmark_config(CPU)
+    derived = lr_sweep.config_with_lr(bench, ["dssa_full"], 1e-3, "batch-hard", 1e-2)
+    assert config.train_values(derived, derived["methods"]["dssa_full"])["distance_lr"] == 1e-2
+    assert derived["train"]["distance_lr"] == 1e-2 and bench["train"]["distance_lr"] == 1e-4
+    # the W rate is HOLEF's: a row without HOLEF is refused rather than trained again for nothing
+    with pytest.raises(ValueError, match=r"\['triplet'\] have no W"):
+        lr_sweep.main(["--config", str(CPU), "--lrs", "1e-3", "--methods", "triplet", "--distance-lrs", "1e-3",
+                       "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out")])  # fmt: skip
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.slow
 def test_lr_sweep_reads_validation_only_and_reuses_the_protocols_own_cells(tmp_path, capsys):
     protocol = tmp_path / "protocol"
@@ -436,6 +463,28 @@ def test_lr_sweep_reads_validation_only_and_reuses_the_protocols_own_cells(tmp_p
     md = (tmp_path / "miners.md").read_text()
     assert "| triplet | batch-hard | 0.001 |" in md and "| triplet | none | 0.001 |" in md
     assert "(config's miner and rate)" in md
+    # With --distance-lrs, each point is trained at each rate of HOLEF's W, into folders of their own (the
+    # smoke config gives W no rate of its own, so none keeps the rate-only folder).
+    w = ["--config", str(chosen_path), "--lrs", "1e-3", "--methods", "dssa_full", "--distance-lrs", "1e-3", "1e-2",
+         "--seeds", "0", "--work", str(tmp_path / "work"), "--protocol-results", str(protocol),
+         "--out", str(tmp_path / "w")]  # fmt: skip
+    assert lr_sweep.main(w) == 0
+    logged = capsys.readouterr().out
+    assert logged.count(": validation acc@1 ") == 2 and "test acc@1" not in logged
+    for dlr in (1e-3, 1e-2):
+        cell = cells.cell_path(
+            tmp_path / "work" / "results", f"accuracy_smoke_lr0.001_dlr{dlr:g}", "synthetic", "dssa_full", 0
+        )
+        assert json.loads(cell.read_text())["settings"]["train"]["distance_lr"] == dlr
+    wr = json.loads((tmp_path / "w.json").read_text())
+    assert set(wr["validation_acc1"]["dssa_full"]) == {"0.001/W0.001", "0.001/W0.01"}
+    assert wr["distance_lrs"] == ["0.001", "0.01"] and wr["protocol_distance_lr"] == {"dssa_full": None}
+    label = f"{wr['chosen_lr']['dssa_full']}/W{wr['chosen_distance_lr']['dssa_full']}"
+    assert wr["mean_validation_acc1"]["dssa_full"][label] == pytest.approx(
+        max(wr["mean_validation_acc1"]["dssa_full"].values()), abs=0.01
+    )
+    md = (tmp_path / "w.md").read_text()
+    assert "| W lr |" in md and "| dssa_full | 0.001 | 0.01 |" in md and "**chosen**" in md
 
 
 def test_table_given_covers_only_the_methods_and_seeds_named(tmp_path):
