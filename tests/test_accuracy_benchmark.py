@@ -523,11 +523,12 @@ def test_each_ablation_differs_from_its_parent_in_one_thing(path):
     # the steps the tables pair are these
     assert [tuple(step) for step in bench["steps"]] == [(parent, child) for parent, child, _ in steps]
     for parent, child, changed in steps:
-        # the learning rate (and on the CPU protocol, the miner) is a setting tuned per method
-        # on validation (benchmarks/lr_sweep.py), not a step
+        # the learning rate (and on the CPU protocol, the miner and HOLEF's W rate) is a setting tuned
+        # per method on validation (benchmarks/lr_sweep.py), not a step
         differ = _differences(_effective(bench, parent), _effective(bench, child)) - {
             "train.lr",
             "train.miner",
+            "train.distance_lr",
         }
         assert differ == changed, (parent, child)
     losses = {
@@ -596,6 +597,37 @@ def test_the_cpu_protocols_learning_rates_and_miners_are_the_ones_its_validation
                     compared += 1
             assert compared >= 4, m
     assert sorted(swept) == sorted(timm)  # every trained row once
+    # HOLEF's W rate: the two HOLEF rows' from a sweep of it at their chosen (miner, rate), 1e-4 to 1e-1,
+    # every point trained on one CPU; the others keep the shared rate (they have no W)
+    holef = {m for m in timm if _effective(bench, m)["train.loss"] == "holef"}
+    assert holef == {"dssa_full", "triplet_holef"}
+    for m in holef:
+        w = json.loads((BENCH / "results" / f"accuracy_cpu_w_lr_sweep_{m}.json").read_text())
+        effective = _effective(bench, m)
+        assert (w["chosen_miner"][m], w["chosen_lr"][m], w["chosen_distance_lr"][m]) == (
+            effective["train.miner"],
+            lr_sweep.lr_label(effective["train.lr"]),
+            lr_sweep.lr_label(effective["train.distance_lr"]),
+        ), m
+        assert (
+            w["distance_lrs"] == ["0.0001", "0.001", "0.01", "0.1"]
+            and w["protocol_distance_lr"][m] == "0.0001"
+        )
+        means = w["mean_validation_acc1"][m]
+        assert len(means) == 4, m  # every W rate with all its cells
+        assert lr_sweep.choose({m: means}, shared, "0.0001")[m] == (
+            f"{w['chosen_miner'][m]}@{w['chosen_lr'][m]}/W{w['chosen_distance_lr'][m]}"
+        )
+        assert 1e-4 < float(w["chosen_distance_lr"][m]) < 1e-1, m  # not on an edge
+        # its point at the old W rate is the joint sweep's chosen point, trained again on this sweep's CPU
+        joint = next(
+            json.loads((BENCH / "results" / name).read_text())
+            for _, name, _ in joints
+            if m in json.loads((BENCH / "results" / name).read_text())["chosen_lr"]
+        )
+        old = f"{w['chosen_miner'][m]}@{w['chosen_lr'][m]}"
+        assert abs(means[f"{old}/W0.0001"] - joint["mean_validation_acc1"][m][old]) < 2.5, m
+    assert {lr_sweep.lr_label(_effective(bench, m)["train.distance_lr"]) for m in timm - holef} == {"0.0001"}
 
 
 def test_the_seed_study_repeats_the_protocols_cells_and_adds_seeds_only():
@@ -840,3 +872,38 @@ def test_benchmark_parsers_read_no_abbreviated_options(capsys):
         text = path.read_text(encoding="utf-8")
         for chunk in text.split("argparse.ArgumentParser(")[1:]:
             assert "allow_abbrev=False" in chunk.split(")")[0], path.name
+
+
+def test_holef_w_summarises_the_saved_w_of_each_run_and_skips_models_without_one(tmp_path, capsys):
+    holef_w = _load("holef_w")
+    from safetensors.torch import save_file
+
+    from fgsbir_plugin.holef import HOLEFDistance
+
+    def save(root, dataset, method, seed, state):
+        folder = tmp_path / root / dataset / method / f"seed{seed}" / "model"
+        folder.mkdir(parents=True)
+        save_file(state, str(folder / "model.safetensors"))
+
+    new = HOLEFDistance(4, nonnegative=True)
+    W = new.weight_matrix().detach().clone()
+    W[0, 0], W[1, 2] = 1.5, 0.25  # the largest change is 0.5, on the diagonal
+    moved = HOLEFDistance.from_weight_matrix(W, nonnegative=True)
+    save("a", "chairs_v1", "dssa_full", 0, {"distance.raw_weight": new.raw_weight.detach().clone()})
+    save("a", "chairs_v1", "dssa_full", 1, {"distance.raw_weight": moved.raw_weight.detach().clone()})
+    save("a", "chairs_v1", "triplet", 0, {"head.weight": torch.ones(2, 2)})  # no W: not a row
+    assert holef_w.main([str(tmp_path / "a"), "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out.json").read_text())
+    [row] = report["rows"]
+    assert (row["dataset"], row["method"], row["seeds"]) == ("chairs_v1", "dssa_full", [0, 1])
+    assert row["max_change"] == pytest.approx(0.25, abs=1e-5)  # mean of 0 (new) and 0.5 (moved)
+    assert row["diag_max"] == pytest.approx(1.25, abs=1e-5) and row["diag_min"] == pytest.approx(
+        1.0, abs=1e-5
+    )
+    assert row["offdiag_max"] == pytest.approx((1e-3 + 0.25) / 2, abs=1e-5)
+    assert "| chairs_v1 | dssa_full | 0,1 | 1.06" in (tmp_path / "out.md").read_text()
+    with pytest.raises(SystemExit, match="no saved model with a HOLEF W"):
+        holef_w.main([str(tmp_path / "a" / "chairs_v1" / "triplet"), "--out", str(tmp_path / "none")])
+    with pytest.raises(SystemExit, match="are not folders"):
+        holef_w.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "none")])
+    assert not (tmp_path / "none.json").exists()
