@@ -69,6 +69,8 @@ def collect(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
         found: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
         for path in sorted(root.glob("*/*/seed*/model/model.safetensors")):
             seed_dir = path.parent.parent
+            if not seed_dir.name.removeprefix("seed").isdigit():
+                continue  # not a seed folder of the layout (seed<k>)
             state = load_file(str(path))
             W = w_of(state)
             if W is None:
