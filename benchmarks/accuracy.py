@@ -156,9 +156,10 @@ def run_benchmark(
     plots: bool = True,
     log: Callable[[str], None] = print,
     log_split: str = "test",
+    tables: bool = True,
 ) -> dict[str, Any]:
     """Run the missing cells of ``refs`` x ``methods`` x ``seeds`` (unless ``aggregate_only``), then write
-    the tables and figures of ``table_grid`` (default: the same grid); returns
+    the tables and figures of ``table_grid`` (default: the same grid; none when not ``tables``); returns
     ``{"ran", "skipped", "not_run", "table", "figures"}``."""
     t0 = time.perf_counter()
     t_refs, t_methods, t_seeds = table_grid or (refs, methods, seeds)
@@ -171,6 +172,8 @@ def run_benchmark(
         )
     not_run = not_run_reasons(h, t_refs, t_methods, clip_reason)
     ran, skipped = ([], []) if aggregate_only else run_grid(h, refs, methods, seeds, not_run, log, log_split)
+    if not tables:
+        return {"ran": ran, "skipped": skipped, "not_run": not_run, "table": None, "figures": []}
     rows = collect_rows(h.bench, h.cell_path, t_refs, t_methods, t_seeds, not_run)
     figures = make_figures(h, t_refs, rows) if plots else []
     invocation = {
@@ -216,10 +219,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--table",
-        choices=("config", "given"),
+        choices=("config", "given", "none"),
         default="config",
         help="what the tables cover: the whole config plus what --datasets / --seeds add (config), or only "
-        "the methods, datasets and seeds given (given; name the tables with --results-name)",
+        "the methods, datasets and seeds given (given; name the tables with --results-name); none writes "
+        "no tables or figures, only the cells (a sweep that must not show test figures passes this)",
     )
     return p
 
@@ -242,7 +246,9 @@ def main(argv: Sequence[str] | None = None, *, clip_factory: ClipFactory | None 
     refs = [dataset_ref(d, bench, data_dir) for d in _csv(args.datasets)] if args.datasets else config_refs
     config_seeds = [int(s) for s in bench["seeds"]]
     seeds = _csv(args.seeds, int) or config_seeds
-    if args.table == "given":
+    if args.table == "none":
+        table_grid = (refs, methods, seeds)
+    elif args.table == "given":
         if args.results_name in (None, results_name_for(args.config)):
             raise ValueError(
                 "--table given writes tables of part of the config; give them a --results-name of their own "
@@ -283,8 +289,10 @@ def main(argv: Sequence[str] | None = None, *, clip_factory: ClipFactory | None 
         aggregate_only=args.aggregate_only,
         plots=not args.no_plots,
         log_split=args.log_split,
+        tables=args.table != "none",
     )
-    print(f"[accuracy] table: {h.results_dir / (name + '.md')}")
+    if args.table != "none":
+        print(f"[accuracy] table: {h.results_dir / (name + '.md')}")
     return 0
 
 

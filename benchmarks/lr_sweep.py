@@ -6,9 +6,9 @@ the config with that rate and the config's other settings unchanged, by ``benchm
 protocol's own results (the config's rate) is copied rather than trained again.
 
 Only the figure each cell chose its model by is read: ``selection.best_val_acc1_acc10``, on the validation
-split carved from train. The test figures the cells also hold are never read here, and the log shows each
-trained cell's validation figure instead of its test scores (the per-rate tables that accuracy.py writes
-under ``<work>/results`` do hold them: the sweep does not open them). Per method, the rate
+split carved from train. The test figures the cells also hold are never read here, the log shows each
+trained cell's validation figure instead of its test scores, and accuracy.py writes no per-rate tables or
+figures for the sweep (``--table none``), so nothing it shows holds a test figure. Per method, the rate
 with the best validation acc@1 averaged over datasets and seeds is chosen (a tie goes to the smaller
 rate); every method gets the same grid and the same rule. A rate counts for a method only when all its
 cells (every dataset and seed) are there. Where a method's best rate is at an edge of the grid (the
@@ -200,7 +200,8 @@ def sweep(args) -> dict[str, Any]:
                 shutil.copyfile(protocol.cell_path(ref.name, m, seed), target)
         run_args = ["--config", str(cfg_path), "--results-dir", str(work / "results")]
         run_args += ["--runs-dir", str(h.runs_dir), "--methods", ",".join(methods), "--no-plots"]
-        run_args += ["--log-split", "validation"]  # the sweep's log shows no test figure
+        # the sweep's log shows no test figure, and no per-point table is written (it would hold them)
+        run_args += ["--log-split", "validation", "--table", "none"]
         run_args += ["--datasets", ",".join(datasets), "--seeds", ",".join(map(str, seeds))]
         if args.data_dir:
             run_args += ["--data-dir", args.data_dir]

@@ -401,6 +401,8 @@ def test_lr_sweep_reads_validation_only_and_reuses_the_protocols_own_cells(tmp_p
         tmp_path / "work" / "results", "accuracy_smoke_lr0.001", "synthetic", "triplet", 0
     )
     assert copied.read_bytes() == own.read_bytes()  # same settings: the protocol's cell, not trained again
+    # the sweep wrote cells only: no per-point table or figure, which would show test figures
+    assert not [p.name for p in (tmp_path / "work" / "results").iterdir() if p.is_file()]
     faster = cells.cell_path(
         tmp_path / "work" / "results", "accuracy_smoke_lr0.003", "synthetic", "triplet", 0
     )
