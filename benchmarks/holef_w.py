@@ -34,22 +34,25 @@ from fgsbir_plugin.holef import HOLEFDistance
 KEYS = ("diag_mean", "diag_min", "diag_max", "offdiag_mean", "offdiag_max", "max_change")
 
 
-def w_of(state: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """The effective W of a saved model's state (``distance.raw_weight``: softplus of it; ``distance.weight``:
-    itself), or None when the model has no HOLEF distance."""
-    if "distance.raw_weight" in state:
-        return torch.nn.functional.softplus(state["distance.raw_weight"].double())
-    if "distance.weight" in state:
-        return state["distance.weight"].double()
+def distance_of(state: dict[str, torch.Tensor]) -> HOLEFDistance | None:
+    """The HOLEF distance of a saved model's state (its ``distance.`` entries: ``raw_weight`` for the
+    non-negative form, ``weight`` for a free W), or None when the model has none."""
+    for name, nonnegative in (("raw_weight", True), ("weight", False)):
+        tensor = state.get(f"distance.{name}")
+        if tensor is not None:
+            if tensor.ndim != 2 or tensor.shape[0] != tensor.shape[1] or tensor.shape[0] < 2:
+                raise ValueError(f"W must be a square matrix of side >= 2, got shape {tuple(tensor.shape)}")
+            dist = HOLEFDistance(tensor.shape[0], nonnegative=nonnegative)
+            dist.load_state_dict({name: tensor})
+            return dist
     return None
 
 
-def w_summary(W: torch.Tensor, nonnegative: bool) -> dict[str, float]:
-    """The figures of one W (d x d), against the W a new ``HOLEFDistance(d, nonnegative)`` starts with."""
+def w_summary(dist: HOLEFDistance) -> dict[str, float]:
+    """The figures of a distance's W (d x d), against the W a new distance of the same form starts with."""
+    W = dist.weight_matrix().detach().double()
     d = W.shape[0]
-    if W.ndim != 2 or W.shape[1] != d or d < 2:
-        raise ValueError(f"W must be a square matrix of side >= 2, got shape {tuple(W.shape)}")
-    start = HOLEFDistance(d, nonnegative=nonnegative).weight_matrix().detach().double()
+    start = HOLEFDistance(d, nonnegative=dist.nonnegative).weight_matrix().detach().double()
     diag = W.diagonal()
     off = W[~torch.eye(d, dtype=torch.bool)]
     return {
@@ -71,14 +74,12 @@ def collect(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
             seed_dir = path.parent.parent
             if not seed_dir.name.removeprefix("seed").isdigit():
                 continue  # not a seed folder of the layout (seed<k>)
-            state = load_file(str(path))
-            W = w_of(state)
-            if W is None:
+            dist = distance_of(load_file(str(path)))
+            if dist is None:
                 continue
             method, dataset = seed_dir.parent.name, seed_dir.parent.parent.name
-            nonnegative = "distance.raw_weight" in state
             seed = int(seed_dir.name.removeprefix("seed"))
-            found.setdefault((dataset, method), {})[seed] = w_summary(W, nonnegative)
+            found.setdefault((dataset, method), {})[seed] = w_summary(dist)
         for (dataset, method), by_seed in sorted(found.items()):
             rows.append(
                 {

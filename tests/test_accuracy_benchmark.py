@@ -602,6 +602,7 @@ def test_the_cpu_protocols_learning_rates_and_miners_are_the_ones_its_validation
     # HOLEF's W rate: the two HOLEF rows' from a sweep of it at their chosen (miner, rate), 1e-4 to 1e-1,
     # every point trained on one CPU; the others keep the shared rate (they have no W)
     holef = {m for m in timm if _effective(bench, m)["train.loss"] == "holef"}
+    joint_tables = [json.loads((BENCH / "results" / name).read_text()) for _, name, _ in joints]
     assert holef == {"dssa_full", "triplet_holef"}
     for m in holef:
         w = json.loads((BENCH / "results" / f"accuracy_cpu_w_lr_sweep_{m}.json").read_text())
@@ -622,11 +623,7 @@ def test_the_cpu_protocols_learning_rates_and_miners_are_the_ones_its_validation
         )
         assert 1e-4 < float(w["chosen_distance_lr"][m]) < 1e-1, m  # not on an edge
         # its point at the old W rate is the joint sweep's chosen point, trained again on this sweep's CPU
-        joint = next(
-            json.loads((BENCH / "results" / name).read_text())
-            for _, name, _ in joints
-            if m in json.loads((BENCH / "results" / name).read_text())["chosen_lr"]
-        )
+        joint = next(t for t in joint_tables if m in t["chosen_lr"])
         old = f"{w['chosen_miner'][m]}@{w['chosen_lr'][m]}"
         assert abs(means[f"{old}/W0.0001"] - joint["mean_validation_acc1"][m][old]) < 2.5, m
     assert {lr_sweep.lr_label(_effective(bench, m)["train.distance_lr"]) for m in timm - holef} == {"0.0001"}
