@@ -196,8 +196,26 @@ def cell_settings(h: Harness, ref: DatasetRef, name: str, seed: int) -> dict[str
 
 
 def stale_cell(h: Harness, ref: DatasetRef, name: str, seed: int, rec: dict[str, Any]) -> bool:
-    """True when a finished cell was made with settings other than the config's now."""
-    return rec.get("settings") != cell_settings(h, ref, name, seed)
+    """True when a finished cell was made with settings other than the config's now.
+
+    A training option added after the cell was made is missing from its record; at its default it is what
+    the cell ran with (a new option's default keeps the old behaviour), so it does not make the cell stale.
+    """
+    now = cell_settings(h, ref, name, seed)
+    return with_later_defaults(rec.get("settings"), now) != now
+
+
+def with_later_defaults(recorded: Any, now: dict[str, Any]) -> Any:
+    """``recorded`` settings with the training options it lacks filled in from ``now`` where those are at
+    their ``TrainConfig`` default (options that did not exist when the record was written)."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("train"), dict) or "train" not in now:
+        return recorded
+    defaults = json.loads(json.dumps(TrainConfig().to_dict()))
+    train = dict(recorded["train"])
+    for key, value in now["train"].items():
+        if key not in train and key in defaults and value == defaults[key]:
+            train[key] = value
+    return {**recorded, "train": train}
 
 
 def _finished_summary(cfg) -> dict[str, Any] | None:

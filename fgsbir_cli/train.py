@@ -15,6 +15,7 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CACHE_MODES = ("auto", "yes", "no")
+BATCH_GROUPS = ("none", "annotated")
 
 __all__ = ["register", "config_from_args", "train_command", "eval_command", "embed_command", "demo_command"]
 
@@ -111,6 +112,21 @@ def _add_optimisation_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=S,
         help="sketches per photo in a batch (default 1)",
+    )
+    g.add_argument(
+        "--batch-groups",
+        dest="batch_groups",
+        choices=BATCH_GROUPS,
+        default=S,
+        help="none (default): a batch's photos at random; annotated: in sets of --group-size look-alikes "
+        "from the human annotations (shoes_v1, chairs_v1), so the in-batch negatives are hard",
+    )
+    g.add_argument(
+        "--group-size",
+        dest="group_size",
+        type=int,
+        default=S,
+        help="photos per set of look-alikes with --batch-groups annotated (default 4)",
     )
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=S, help="default adamw")
     g.add_argument("--lr", type=float, default=S, help="learning rate of the head (default 1e-4)")

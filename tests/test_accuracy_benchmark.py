@@ -659,6 +659,28 @@ def test_the_seed_study_repeats_the_protocols_cells_and_adds_seeds_only():
             assert ours["ranks"] == protocol["ranks"] and ours["metrics"] == protocol["metrics"]
 
 
+def test_a_training_option_added_later_keeps_older_cells_fresh_only_at_its_default():
+    # A cell recorded before batch_groups / group_size existed ran with their defaults.
+    now = {"method": {"kind": "timm"}, "train": {"lr": 1e-3, "batch_groups": "none", "group_size": 4}}
+    old = {"method": {"kind": "timm"}, "train": {"lr": 1e-3}}
+    assert cells.with_later_defaults(old, now) == now
+    # set away from its default, the new option makes the old cell stale
+    grouped = {**now, "train": {**now["train"], "batch_groups": "annotated"}}
+    assert cells.with_later_defaults(old, grouped) != grouped
+    # a recorded value is never overwritten, and other differences still count
+    assert cells.with_later_defaults({**old, "train": {"lr": 3e-3}}, now) != now
+    assert cells.with_later_defaults(None, now) is None
+    # the committed protocol cells are all fresh under cpu.yaml as it is now
+    bench = config.load_benchmark_config(CPU)
+    h = cells.Harness(bench, BENCH / "results", "accuracy_cpu", REPO / "runs" / "accuracy_cpu")
+    ref = config.dataset_ref("chairs_v1", bench, None)
+    rec = json.loads(
+        cells.cell_path(BENCH / "results", "accuracy_cpu", "chairs_v1", "dssa_full", 0).read_text()
+    )
+    assert "batch_groups" not in rec["settings"]["train"]
+    assert not cells.stale_cell(h, ref, "dssa_full", 0, rec)
+
+
 def test_cpu_and_gpu_configs_share_the_rows_and_differ_in_the_trunk_training():
     cpu, gpu = config.load_benchmark_config(CPU), config.load_benchmark_config(GPU)
     # The GPU protocol fine-tunes the whole trunk, so the CPU-only whole-trunk baseline row has no GPU twin;
@@ -906,3 +928,4 @@ def test_holef_w_summarises_the_saved_w_of_each_run_and_skips_models_without_one
     with pytest.raises(SystemExit, match="are not folders"):
         holef_w.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "none")])
     assert not (tmp_path / "none.json").exists()
+

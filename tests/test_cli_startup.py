@@ -71,6 +71,7 @@ def test_cli_choices_agree_with_the_library():
     assert train_cli.SCHEDULES == config.SCHEDULES
     assert train_cli.PRECISIONS == config.PRECISIONS
     assert train_cli.CACHE_MODES == config.CACHE_MODES
+    assert train_cli.BATCH_GROUPS == config.BATCH_GROUPS
     assert search_cli.METRICS == faiss_params.METRICS
     assert search_cli.DEFAULT_EF_SEARCH == faiss_params.DEFAULT_EF_SEARCH
     assert search_cli.DEFAULT_NPROBE == faiss_params.DEFAULT_NPROBE

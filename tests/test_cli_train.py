@@ -68,6 +68,11 @@ def test_flags_override_config_file(tmp_path):
             "loss = 'contrastive' is invalid: choose one of triplet, triplet_l2, holef",
         ),
         ("batch_size: 0\n", [], "batch_size = 0 is invalid"),
+        (
+            "",
+            ["--batch-groups", "annotated", "--group-size", "9", "--batch-size", "16", "--k-per-photo", "2"],
+            "group_size = 9 is invalid: it must be an integer from 2 to the 8 photos of a batch",
+        ),
         ("", ["--model", "no_such_model_xyz"], "unknown model 'no_such_model_xyz'"),
         ("", ["--data-dir", "/nonexistent/fgsbir"], "data directory /nonexistent/fgsbir does not exist"),
         ("- a\n- b\n", [], "must hold a mapping"),

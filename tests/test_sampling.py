@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fgsbir_plugin.data.sampling import PairBatchSampler, PairDataset, collate_pairs, pair_index
+from fgsbir_plugin.data.sampling import PairBatchSampler, PairDataset, collate_pairs, look_alikes, pair_index
 from fgsbir_plugin.data.transforms import ImageTransform
 
 
@@ -62,6 +62,71 @@ def test_sampler_validation():
     # One photo left for training: the fix is more training photos, not a smaller batch (none would do).
     with pytest.raises(ValueError, match="training split has 1 photo.*smaller --validation-size"):
         PairBatchSampler(torch.zeros(3, dtype=torch.long), batch_size=2)
+
+
+def test_plain_batches_are_pinned():
+    # The order the sampler gave before look-alike groups existed: fixed-seed runs stay bit-identical.
+    s2p = _layout()
+    assert PairBatchSampler(s2p, batch_size=4, seed=3).epoch_batches(0) == [
+        [13, 11, 0, 16],
+        [10, 18, 3, 12],
+        [14, 1, 7, 4],
+        [15, 8, 2, 5],
+        [17, 6, 9, 1],
+    ]
+
+
+def _near(n=10):
+    # Photos 0-4 look alike, and so do photos 5-9, 10-14, ...
+    return [[q for q in range(5 * (p // 5), 5 * (p // 5) + 5) if q != p] for p in range(n)]
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_look_alike_groups_share_batches(k):
+    s2p = torch.tensor([p for p in range(20) for _ in range(1 + p % 2)])  # 20 photos in 4 sets of 5
+    plain = PairBatchSampler(s2p, batch_size=4 * k, k=k, seed=5)
+    grouped = PairBatchSampler(s2p, batch_size=4 * k, k=k, seed=5, groups=_near(20), group_size=2)
+    assert grouped.batches_per_epoch == plain.batches_per_epoch  # same epoch length, same step count
+    same_half = {"plain": 0, "grouped": 0}
+    for epoch in range(30):
+        assert grouped.epoch_batches(epoch) == grouped.epoch_batches(epoch)  # a function of (seed, epoch)
+        for name, sampler in (("plain", plain), ("grouped", grouped)):
+            for b in sampler.epoch_batches(epoch):
+                photos = [int(s2p[i]) for i in b]
+                assert len(b) == 4 * k and len(set(photos)) == 4  # still P distinct photos, K sketches each
+                # each sketch group is K sketches of one photo
+                assert all(len({int(s2p[i]) for i in b[j : j + k]}) == 1 for j in range(0, len(b), k))
+                distinct = set(photos)
+                same_half[name] += sum(1 for x in distinct for y in distinct if x != y and x // 5 == y // 5)
+    # Pairs from one set of look-alikes: about 4/19 of a batch's photo pairs at random; with groups of 2,
+    # each seed photo brings a look-alike, so 2 of the 6 pairs for sure: about 0.47.
+    assert same_half["plain"] < 0.3 * 30 * plain.batches_per_epoch * 12
+    assert same_half["grouped"] > 0.4 * 30 * grouped.batches_per_epoch * 12
+
+
+def test_look_alike_group_validation():
+    s2p = _layout()
+    with pytest.raises(ValueError, match="group_size must be an integer from 2 to the 4 photos"):
+        PairBatchSampler(s2p, batch_size=4, groups=_near(), group_size=5)
+    with pytest.raises(ValueError, match="group_size must be"):
+        PairBatchSampler(s2p, batch_size=4, groups=_near(), group_size=1)
+    with pytest.raises(ValueError, match="groups\\[0\\] names photo 12, which has no training sketch"):
+        PairBatchSampler(s2p, batch_size=4, groups=[[12]] + _near()[1:], group_size=2)
+    with pytest.raises(ValueError, match="one list per photo"):
+        PairBatchSampler(s2p, batch_size=4, groups=_near()[:3], group_size=2)
+
+
+def test_look_alikes_from_annotated_triplets():
+    triplets = {
+        "sketch_id": ["s0", "s0", "s1", "s9"],
+        "positive_photo_id": ["a", "a", "b", "a"],
+        "negative_photo_id": ["b", "c", "val", "b"],
+    }
+    # s9 is not a training sketch, "val" is not a training photo: both are left out.
+    near = look_alikes(triplets, ["s0", "s1"], ["a", "b"], ["a", "b", "c"])
+    assert near == [[1, 2], [], []]
+    with pytest.raises(ValueError, match="no annotated triplet names a training sketch"):
+        look_alikes(triplets, ["x"], ["a"], ["a", "b", "c"])
 
 
 def test_pair_dataset_and_collate():

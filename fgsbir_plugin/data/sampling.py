@@ -6,6 +6,10 @@ with ``labels`` = ``ref_labels`` = the photo index. The sampler puts P *distinct
 (K sketches of each), so every other photo of the batch is a true negative and the positive photo
 is never drawn as a negative of its own sketch.
 
+With ``groups`` (look-alike photos per photo, e.g. from the QMUL-V1 annotations: the photos annotators
+compared with each sketch), a batch is built of groups of ``group_size`` photos that resemble each other,
+so the negatives mined inside it are hard ones.
+
 The order of batches is a pure function of (seed, epoch), and each sample's augmentation a pure
 function of (seed, epoch, sketch index); a run resumed at batch ``b`` of an epoch therefore sees the
 same remaining batches and the same pixels as an uninterrupted one.
@@ -20,7 +24,7 @@ import torch
 
 from .transforms import ImageTable, ImageTransform, sample_generator
 
-__all__ = ["pair_index", "PairBatchSampler", "PairDataset", "collate_pairs"]
+__all__ = ["pair_index", "look_alikes", "PairBatchSampler", "PairDataset", "collate_pairs"]
 
 
 def pair_index(sketch_photo_ids: Sequence[str], photo_ids: Sequence[str]) -> torch.Tensor:
@@ -48,6 +52,42 @@ def pair_index(sketch_photo_ids: Sequence[str], photo_ids: Sequence[str]) -> tor
     return out
 
 
+def look_alikes(
+    triplets, sketch_ids: Sequence[str], sketch_photo_ids: Sequence[str], photo_ids: Sequence[str]
+) -> list[list[int]]:
+    """Per row of ``photo_ids``, the rows of the photos that annotators compared with its sketches.
+
+    Args:
+        triplets: annotated triplets with columns ``sketch_id``, ``positive_photo_id``,
+            ``negative_photo_id`` (a ``datasets.Dataset`` from ``annotated_triplets(...)["train"]``).
+        sketch_ids, sketch_photo_ids: the training sketches and the photo each depicts.
+        photo_ids: the training photos (the sampler's photo indices).
+
+    Triplets of sketches not in ``sketch_ids`` (a validation carve) and photos not in ``photo_ids`` are
+    left out, so nothing outside the training split reaches a batch.
+
+    Raises:
+        ValueError: when no triplet names a training sketch (the annotations belong to other data).
+    """
+    photo_row = {pid: i for i, pid in enumerate(photo_ids)}
+    photo_of = dict(zip(sketch_ids, sketch_photo_ids))
+    near: list[set[int]] = [set() for _ in photo_ids]
+    used = 0
+    for sid, pos, neg in zip(
+        triplets["sketch_id"], triplets["positive_photo_id"], triplets["negative_photo_id"]
+    ):
+        own = photo_row.get(photo_of.get(sid))
+        if own is None:
+            continue
+        used += 1
+        near[own].update(photo_row[q] for q in (pos, neg) if q in photo_row)
+    if not used:
+        raise ValueError(
+            "no annotated triplet names a training sketch; the annotations do not belong to this dataset."
+        )
+    return [sorted(n - {i}) for i, n in enumerate(near)]
+
+
 class PairBatchSampler(torch.utils.data.Sampler):
     """Batches of ``(epoch, sketch index)`` with P distinct photos x K sketches of each.
 
@@ -65,6 +105,14 @@ class PairBatchSampler(torch.utils.data.Sampler):
         seed: run seed; the order depends on (seed, epoch) only.
         rank, world_size: for DDP; process ``rank`` takes every ``world_size``-th batch, and the
             number of batches is cut to a multiple of ``world_size`` so all processes step together.
+        groups: optional, per photo index, the photo indices that look like it (its look-alikes). Each
+            group taken from the shuffle then brings up to ``group_size - 1`` of its photo's look-alikes not
+            yet in the batch (drawn at random, one group of K sketches each), so a batch holds sets of
+            similar photos. The number of batches per epoch does not change; a photo can then appear in
+            more batches of an epoch than its own groups. None (the default) gives the plain sampler,
+            batch for batch.
+        group_size: photos per set of look-alikes (the photo and ``group_size - 1`` of its look-alikes);
+            used only with ``groups``; from 2 to P.
     """
 
     def __init__(
@@ -75,6 +123,8 @@ class PairBatchSampler(torch.utils.data.Sampler):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        groups: Sequence[Sequence[int]] | None = None,
+        group_size: int = 1,
     ) -> None:
         if k < 1 or batch_size < 1 or batch_size % k:
             raise ValueError(f"batch_size ({batch_size}) must be a positive multiple of k ({k}).")
@@ -106,10 +156,36 @@ class PairBatchSampler(torch.utils.data.Sampler):
         for i, p in enumerate(photos):
             self._by_photo.setdefault(p, []).append(i)
         self.num_groups = sum(-(-len(m) // k) for m in self._by_photo.values())
+        self.groups, self.group_size = self._check_groups(groups, group_size)
         batches = -(-self.num_groups // self.p)
         self.batches_per_epoch = (batches - batches % world_size) // world_size
         if self.batches_per_epoch < 1:
             raise ValueError(f"{batches} batch(es) per epoch cannot be shared by {world_size} processes.")
+
+    def _check_groups(self, groups, group_size) -> tuple[list[list[int]] | None, int]:
+        if groups is None:
+            return None, 1
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or not 2 <= group_size <= self.p:
+            raise ValueError(
+                f"group_size must be an integer from 2 to the {self.p} photos of a batch, got {group_size!r}."
+            )
+        n = max(self._by_photo) + 1
+        if len(groups) < n:
+            raise ValueError(
+                f"groups lists look-alikes for {len(groups)} photos but the sketches name photo index {n - 1}; "
+                "give one list per photo of the training split."
+            )
+        out = []
+        for p, near in enumerate(groups):
+            near = [int(q) for q in near]
+            bad = [q for q in near if q not in self._by_photo]
+            if bad:
+                raise ValueError(
+                    f"groups[{p}] names photo {bad[0]}, which has no training sketch; "
+                    "keep only photos of the training split."
+                )
+            out.append(sorted(set(near) - {p}))
+        return out, group_size
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch to draw, and skip its first ``start_batch`` batches (of this process) on resume."""
@@ -120,12 +196,15 @@ class PairBatchSampler(torch.utils.data.Sampler):
         g = torch.Generator()
         g.manual_seed(self.seed * 7919 + epoch)
         groups: list[list[int]] = []
+        of_photo: dict[int, list[list[int]]] = {}
         for p in sorted(self._by_photo):
             members = self._by_photo[p]
             order = [members[j] for j in torch.randperm(len(members), generator=g).tolist()]
             n_groups = -(-len(order) // self.k)
             padded = [order[j % len(order)] for j in range(n_groups * self.k)]
-            groups += [padded[j * self.k : (j + 1) * self.k] for j in range(n_groups)]
+            own = [padded[j * self.k : (j + 1) * self.k] for j in range(n_groups)]
+            of_photo[p] = own
+            groups += own
         pending = deque(groups[j] for j in torch.randperm(len(groups), generator=g).tolist())
         top_up = [groups[j] for j in torch.randperm(len(groups), generator=g).tolist()]
         next_top_up = 0
@@ -142,6 +221,8 @@ class PairBatchSampler(torch.utils.data.Sampler):
                 else:
                     seen.add(photo)
                     batch += group
+                    if self.groups is not None:
+                        batch += self._look_alikes(photo, seen, of_photo, g)
             pending.extendleft(reversed(skipped))
             scanned = 0
             while len(seen) < self.p and scanned < len(top_up):
@@ -153,6 +234,21 @@ class PairBatchSampler(torch.utils.data.Sampler):
                     batch += group
             batches.append(batch)
         return batches[self.rank :: self.world_size]
+
+    def _look_alikes(self, photo: int, seen: set[int], of_photo, g: torch.Generator) -> list[int]:
+        """Sketch indices of up to ``group_size - 1`` look-alikes of ``photo`` not yet in the batch (added to ``seen``)."""
+        near = [q for q in self.groups[photo] if q not in seen]
+        out: list[int] = []
+        taken = 0
+        for j in torch.randperm(len(near), generator=g).tolist():
+            if taken == self.group_size - 1 or len(seen) == self.p:
+                break
+            q = near[j]
+            own = of_photo[q]
+            seen.add(q)
+            out += own[int(torch.randint(len(own), (1,), generator=g))]
+            taken += 1
+        return out
 
     def __len__(self) -> int:
         return max(0, self.batches_per_epoch - self.start_batch)

@@ -30,6 +30,7 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "PRECISIONS",
+    "BATCH_GROUPS",
     "RESUME_OVERRIDABLE",
     "resume_config",
 ]
@@ -42,6 +43,9 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CACHE_MODES = ("auto", "yes", "no")
+# How a batch's photos are chosen: at random (none), or in sets of look-alikes read from the human
+# annotations of QMUL-Shoe-V1 / QMUL-Chair-V1 (annotated: the photos annotators compared with each sketch).
+BATCH_GROUPS = ("none", "annotated")
 
 # Keywords of load_fgsbir_pair that training sets itself, so --data-kwargs must not repeat them. (``lenient``
 # is not one: a damaged image's error offers it, and {"lenient": true} skips and counts such files.)
@@ -92,6 +96,8 @@ class TrainConfig:
     max_steps: int | None = None
     batch_size: int = 32
     k_per_photo: int = 1
+    batch_groups: str = "none"
+    group_size: int = 4
     optimizer: str = "adamw"
     lr: float = 1e-4
     trunk_lr: float | None = None
@@ -146,6 +152,7 @@ class TrainConfig:
             "schedule": SCHEDULES,
             "precision": PRECISIONS,
             "cache": CACHE_MODES,
+            "batch_groups": BATCH_GROUPS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -196,6 +203,13 @@ class TrainConfig:
             bad("validation_size", "it is the fraction of train photos held out and must be in [0, 1)")
         if self.batch_size % self.k_per_photo:
             bad("batch_size", f"it must be a multiple of k_per_photo ({self.k_per_photo})")
+        photos_per_batch = self.batch_size // self.k_per_photo
+        if self.batch_groups != "none" and (
+            not isinstance(self.group_size, int)
+            or isinstance(self.group_size, bool)
+            or not 2 <= self.group_size <= photos_per_batch
+        ):
+            bad("group_size", f"it must be an integer from 2 to the {photos_per_batch} photos of a batch")
         for name in ("model_kwargs", "data_kwargs"):
             if not isinstance(getattr(self, name), dict):
                 bad(name, "it must be a mapping (a JSON object on the command line)")

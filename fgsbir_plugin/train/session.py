@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from .._common import atomic_write_bytes
-from ..data.sampling import PairBatchSampler, PairDataset, pair_index
+from ..data.load import annotated_triplets
+from ..data.sampling import PairBatchSampler, PairDataset, look_alikes, pair_index
 from ..data.transforms import ImageTable, ImageTransform, load_size_for
 from ..embedding import model_input_spec
 from ..run_folder import RunFolder
@@ -212,8 +213,16 @@ def _input_pipeline(
     s_tf = ImageTransform(size, mean, std, c, train=True, hflip=cfg.hflip, stroke_jitter=cfg.stroke_jitter)
     p_tf = ImageTransform(size, mean, std, c, train=True, hflip=cfg.hflip)
     dataset = PairDataset(s_table, p_table, s2p, s_tf, p_tf, seed=cfg.seed)
+    groups = _batch_groups(cfg, sketches["train"], photos["train"])
     sampler = PairBatchSampler(
-        s2p, cfg.batch_size, k=cfg.k_per_photo, seed=cfg.seed, rank=info.rank, world_size=info.world_size
+        s2p,
+        cfg.batch_size,
+        k=cfg.k_per_photo,
+        seed=cfg.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        groups=groups,
+        group_size=cfg.group_size if groups is not None else 1,
     )
     # Accumulation groups never straddle epochs: the epoch is cut to whole optimiser steps.
     batches_per_epoch = (sampler.batches_per_epoch // cfg.grad_accum) * cfg.grad_accum
@@ -245,6 +254,31 @@ def _input_pipeline(
         tables = (s_table, p_table, *(val_tables or (None, None)))
         dataset, val_cache = _cached_pipeline(cfg, frozen, spec, tables, (s_tf, p_tf, eval_tf), device)
     return dataset, sampler, batches_per_epoch, total_steps, val_tables, val_cache
+
+
+# The datasets that ship human-annotated triplets (see fgsbir_plugin.data.load.annotated_triplets).
+ANNOTATED_DATASETS = ("shoes_v1", "chairs_v1")
+
+
+def _batch_groups(cfg: TrainConfig, sketches, photos) -> list[list[int]] | None:
+    """Look-alike photos per training photo for ``--batch-groups annotated`` (None for ``none``)."""
+    if cfg.batch_groups == "none":
+        return None
+    name = str(cfg.data).lower()
+    if name not in ANNOTATED_DATASETS:
+        raise ValueError(
+            f"--batch-groups annotated needs a dataset with annotated triplets ({', '.join(ANNOTATED_DATASETS)}); "
+            f"{cfg.data!r} has none: use --batch-groups none."
+        )
+    triplets = annotated_triplets(name, cfg.data_dir)
+    if triplets is None or "train" not in triplets:
+        raise FileNotFoundError(
+            f"{cfg.data}: the annotation file with its triplets is missing from the data folder; "
+            "copy <category>_annotation.json beside the .mat files, or use --batch-groups none."
+        )
+    return look_alikes(
+        triplets["train"], list(sketches["sketch_id"]), list(sketches["photo_id"]), list(photos["photo_id"])
+    )
 
 
 def _check_saved_state(s: TrainSession, state: dict[str, Any]) -> None:
