@@ -929,3 +929,47 @@ def test_holef_w_summarises_the_saved_w_of_each_run_and_skips_models_without_one
         holef_w.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "none")])
     assert not (tmp_path / "none.json").exists()
 
+
+def _probe_cell(root: Path, dataset: str, method: str, seed: int, val: float, ranks: list[int]) -> None:
+    metrics = dict.fromkeys(cells.METRIC_KEYS, 0.0)
+    metrics["acc@1"] = 100.0 * sum(r == 1 for r in ranks) / len(ranks)
+    _files.write_record(
+        root / dataset / method / f"seed{seed}.json",
+        {
+            "metrics": metrics,
+            "diagnostics": dict.fromkeys(scoring.DIAGNOSTIC_KEYS),
+            "seed": seed,
+            "ranks": ranks,
+            "test_fingerprint": "t",
+            "selection": {"split": "validation", "best_val_acc1_acc10": [val, 100.0]},
+        },
+    )
+
+
+def test_setting_probe_decides_on_validation_and_pairs_test_only_when_asked(tmp_path, capsys):
+    probe = _load("setting_probe")
+    var, old, new = tmp_path / "var", tmp_path / "old", tmp_path / "new"
+    for seed in (0, 1):
+        # row "a": the variant is ahead on validation; row "b": level to 0.01 (a tie keeps the reference)
+        _probe_cell(var, "d1", "a", seed, 60.0, [1, 1, 2, 1])
+        _probe_cell(var, "d2", "a", seed, 40.0, [1, 2, 2, 1])
+        _probe_cell(old, "d1", "a", seed, 10.0, [2, 2, 2, 2])  # shadowed by the re-trained reference below
+        _probe_cell(new, "d1", "a", seed, 55.0, [1, 2, 2, 2])
+        _probe_cell(old, "d2", "a", seed, 40.0, [1, 2, 2, 1])
+        for d in ("d1", "d2"):
+            _probe_cell(var, d, "b", seed, 50.004, [1, 1, 1, 1])
+            _probe_cell(old, d, "b", seed, 50.0, [2, 2, 2, 2])
+    rows = probe.probe(var, [new, old], ["a", "b"], ["d1", "d2"], [0, 1])
+    a, b = rows
+    assert a["datasets"]["d1"]["reference_mean"] == 55.0 and a["variant_mean"] == 50.0
+    assert a["reference_mean"] == 47.5 and a["decision"] == "variant"
+    assert b["decision"] == "reference" and "test" not in a
+    # after deciding: the paired test difference, variant minus reference, on the same queries
+    a = probe.probe(var, [new, old], ["a"], ["d1", "d2"], [0, 1], test=True)[0]
+    d1 = next(p for p in a["test"] if p["dataset"] == "d1")
+    assert d1["per_seed"] == [50.0, 50.0] and d1["mean"] == 50.0
+    out = tmp_path / "report" / "probe"
+    assert probe.main(["--variant-dir", str(var), "--reference-dirs", str(new), str(old), "--methods", "a,b",
+                       "--datasets", "d1,d2", "--seeds", "0,1", "--setting", "x", "--out", str(out)]) == 0  # fmt: skip
+    md = out.with_suffix(".md").read_text()
+    assert "| `a` | 60.0 / 55.0 | 40.0 / 40.0 | 50.0 / 47.5 | variant |" in md and "Test acc@1" not in md
