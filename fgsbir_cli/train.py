@@ -119,7 +119,7 @@ def _add_optimisation_options(p: argparse.ArgumentParser) -> None:
         choices=BATCH_GROUPS,
         default=S,
         help="none (default): a batch's photos at random; annotated: in sets of --group-size look-alikes "
-        "from the human annotations (shoes_v1, chairs_v1), so the in-batch negatives are hard",
+        "from the human annotations (shoes_v1, chairs_v1), so more in-batch negatives are look-alikes",
     )
     g.add_argument(
         "--group-size",

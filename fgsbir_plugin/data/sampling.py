@@ -8,7 +8,7 @@ is never drawn as a negative of its own sketch.
 
 With ``groups`` (look-alike photos per photo, e.g. from the QMUL-V1 annotations: the photos annotators
 compared with each sketch), a batch is built of groups of ``group_size`` photos that resemble each other,
-so the negatives mined inside it are hard ones.
+so more of the negatives mined inside it are look-alikes.
 
 The order of batches is a pure function of (seed, epoch), and each sample's augmentation a pure
 function of (seed, epoch, sketch index); a run resumed at batch ``b`` of an epoch therefore sees the
