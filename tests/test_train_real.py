@@ -86,5 +86,7 @@ def test_annotated_batch_groups_need_annotations(tiny, tmp_path):
         batch_groups="annotated",
         progress=False,
     )
-    with pytest.raises(ValueError, match="needs a dataset with annotated triplets .*use --batch-groups none"):
+    with pytest.raises(
+        ValueError, match="batch_groups = 'annotated' is invalid: it needs a dataset with annotated triplets"
+    ):
         train(cfg, datasets=tiny)

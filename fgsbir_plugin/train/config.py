@@ -31,6 +31,7 @@ __all__ = [
     "SCHEDULES",
     "PRECISIONS",
     "BATCH_GROUPS",
+    "ANNOTATED_DATASETS",
     "RESUME_OVERRIDABLE",
     "resume_config",
 ]
@@ -46,6 +47,8 @@ CACHE_MODES = ("auto", "yes", "no")
 # How a batch's photos are chosen: at random (none), or in sets of look-alikes read from the human
 # annotations of QMUL-Shoe-V1 / QMUL-Chair-V1 (annotated: the photos annotators compared with each sketch).
 BATCH_GROUPS = ("none", "annotated")
+# The datasets that ship human-annotated triplets (fgsbir_plugin.data.load.annotated_triplets).
+ANNOTATED_DATASETS = ("shoes_v1", "chairs_v1")
 
 # Keywords of load_fgsbir_pair that training sets itself, so --data-kwargs must not repeat them. (``lenient``
 # is not one: a damaged image's error offers it, and {"lenient": true} skips and counts such files.)
@@ -210,6 +213,16 @@ class TrainConfig:
             or not 2 <= self.group_size <= photos_per_batch
         ):
             bad("group_size", f"it must be an integer from 2 to the {photos_per_batch} photos of a batch")
+        if (
+            self.batch_groups == "annotated"
+            and self.data
+            and str(self.data).lower() not in ANNOTATED_DATASETS
+        ):
+            bad(
+                "batch_groups",
+                f"it needs a dataset with annotated triplets ({', '.join(ANNOTATED_DATASETS)}) and "
+                f"{self.data!r} has none; use --batch-groups none",
+            )
         for name in ("model_kwargs", "data_kwargs"):
             if not isinstance(getattr(self, name), dict):
                 bad(name, "it must be a mapping (a JSON object on the command line)")

@@ -256,21 +256,12 @@ def _input_pipeline(
     return dataset, sampler, batches_per_epoch, total_steps, val_tables, val_cache
 
 
-# The datasets that ship human-annotated triplets (see fgsbir_plugin.data.load.annotated_triplets).
-ANNOTATED_DATASETS = ("shoes_v1", "chairs_v1")
-
-
 def _batch_groups(cfg: TrainConfig, sketches, photos) -> list[list[int]] | None:
     """Look-alike photos per training photo for ``--batch-groups annotated`` (None for ``none``)."""
     if cfg.batch_groups == "none":
         return None
-    name = str(cfg.data).lower()
-    if name not in ANNOTATED_DATASETS:
-        raise ValueError(
-            f"--batch-groups annotated needs a dataset with annotated triplets ({', '.join(ANNOTATED_DATASETS)}); "
-            f"{cfg.data!r} has none: use --batch-groups none."
-        )
-    triplets = annotated_triplets(name, cfg.data_dir)
+    # TrainConfig.validate has checked that cfg.data names a dataset with annotations (ANNOTATED_DATASETS).
+    triplets = annotated_triplets(str(cfg.data).lower(), cfg.data_dir)
     if triplets is None or "train" not in triplets:
         raise FileNotFoundError(
             f"{cfg.data}: the annotation file with its triplets is missing from the data folder; "
