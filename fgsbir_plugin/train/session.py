@@ -222,7 +222,7 @@ def _input_pipeline(
         rank=info.rank,
         world_size=info.world_size,
         groups=groups,
-        group_size=cfg.group_size if groups is not None else 1,
+        group_size=cfg.group_size,  # used only with groups
     )
     # Accumulation groups never straddle epochs: the epoch is cut to whole optimiser steps.
     batches_per_epoch = (sampler.batches_per_epoch // cfg.grad_accum) * cfg.grad_accum
