@@ -659,6 +659,37 @@ def test_the_seed_study_repeats_the_protocols_cells_and_adds_seeds_only():
             assert ours["ranks"] == protocol["ranks"] and ours["metrics"] == protocol["metrics"]
 
 
+def test_the_twenty_seed_table_has_cpu_yaml_settings_and_the_seed_studys_dssa_cells():
+    # benchmarks/results/accuracy_cpu_headline20: dssa_full, attention_fusion and the batch-hard Triplet-SN
+    # head on seeds 0-19 with cpu.yaml's settings (copied into cpu_headline20.yaml); its cells are not
+    # committed, so the table is checked against the config and against the seed study's dssa_full cells
+    cpu = config.load_benchmark_config(CPU)
+    h20 = config.load_benchmark_config(CONFIGS / "cpu_headline20.yaml")
+    assert h20["train"] == cpu["train"] and h20["datasets"] == cpu["datasets"]
+    assert h20["seeds"] == list(range(20))
+    for m in ("attention_fusion", "dssa_full"):
+        assert h20["methods"][m] == cpu["methods"][m]
+    bh, sn = h20["methods"]["triplet_sn_bh"], cpu["methods"]["triplet_sn"]
+    assert bh["train"] == {**sn["train"], "miner": "batch-hard"} and sn["train"]["miner"] != "batch-hard"
+    assert (bh["model"], bh["model_kwargs"]) == (sn["model"], sn["model_kwargs"])
+
+    table = json.loads((BENCH / "results" / "accuracy_cpu_headline20.json").read_text())
+    assert table["config"]["methods"] == h20["methods"] and table["config"]["train"] == h20["train"]
+    rows = {(r["dataset"], r["method"]): r for r in table["rows"]}
+    assert set(rows) == {(d, m) for d in h20["datasets"] for m in h20["methods"]}
+    assert all(r["seeds"] == list(range(20)) for r in rows.values())
+    # DSSA against both other rows, paired on all twenty seeds of every dataset
+    paired = {(p["dataset"], p["method"], p["against"]): len(p["seeds"]) for p in table["paired"]}
+    assert paired == {
+        (d, "dssa_full", m): 20 for d in h20["datasets"] for m in ("triplet_sn_bh", "attention_fusion")
+    }
+    study = json.loads((BENCH / "results" / "accuracy_cpu_seeds.json").read_text())
+    for d in h20["datasets"]:
+        ours = rows[(d, "dssa_full")]["per_seed"][:10]
+        theirs = next(r for r in study["rows"] if (r["dataset"], r["method"]) == (d, "dssa_full"))["per_seed"]
+        assert [s["acc1"] for s in ours] == [s["acc1"] for s in theirs]
+
+
 def test_a_training_option_added_later_keeps_older_cells_fresh_only_at_its_default():
     # A cell recorded before batch_groups / group_size existed ran with their defaults.
     now = {"method": {"kind": "timm"}, "train": {"lr": 1e-3, "batch_groups": "none", "group_size": 4}}
