@@ -690,6 +690,51 @@ def test_the_twenty_seed_table_has_cpu_yaml_settings_and_the_seed_studys_dssa_ce
         assert [s["acc1"] for s in ours] == [s["acc1"] for s in theirs]
 
 
+def test_the_holef_one_change_table_changes_only_the_loss_in_each_step():
+    # benchmarks/results/accuracy_cpu_holef_one_change: dssa_full and attention_fusion, each also with the
+    # other's miner and rate, seeds 0-19; each step pairs two rows that differ in the loss alone
+    cpu = config.load_benchmark_config(CPU)
+    one = config.load_benchmark_config(CONFIGS / "cpu_holef_one_change.yaml")
+    h20 = config.load_benchmark_config(CONFIGS / "cpu_headline20.yaml")
+    assert one["train"] == cpu["train"] and one["seeds"] == list(range(20))
+    methods = one["methods"]
+    for m in ("attention_fusion", "dssa_full"):
+        assert methods[m] == cpu["methods"][m]
+
+    def run_settings(name):  # the training settings a row runs with (the shared train block, then its own)
+        spec = methods[name]
+        train = {k: v for k, v in {**one["train"], **spec["train"]}.items() if k != "model_kwargs"}
+        return spec["model"], spec["model_kwargs"], train
+
+    holef_only = {"loss", "distance_lr"}  # W's rate exists only with HOLEF
+    for parent, child in one["steps"]:
+        (pm, pk, pt), (cm, ck, ct) = run_settings(parent), run_settings(child)
+        assert (pm, pk) == (cm, ck)
+        assert {k for k in set(pt) | set(ct) if pt.get(k) != ct.get(k)} <= holef_only
+        assert pt["loss"] == "triplet" and ct["loss"] == "holef"
+    assert {tuple(s) for s in one["steps"]} == {
+        ("attention_fusion_bh", "dssa_full"),
+        ("attention_fusion", "dssa_full_none"),
+    }
+
+    table = json.loads((BENCH / "results" / "accuracy_cpu_holef_one_change.json").read_text())
+    assert table["config"]["methods"] == methods and table["config"]["train"] == one["train"]
+    rows = {(r["dataset"], r["method"]): r for r in table["rows"]}
+    assert set(rows) == {(d, m) for d in one["datasets"] for m in methods}
+    assert all(r["seeds"] == list(range(20)) for r in rows.values())
+    assert sorted(
+        (s["dataset"], s["against"], s["method"], len(s["seeds"])) for s in table["steps"]
+    ) == sorted((d, a, b, 20) for d in one["datasets"] for a, b in one["steps"])
+    # its dssa_full and attention_fusion rows are the twenty-seed headline table's
+    headline = json.loads((BENCH / "results" / "accuracy_cpu_headline20.json").read_text())
+    assert {m: h20["methods"][m] for m in ("attention_fusion", "dssa_full")} == {
+        m: methods[m] for m in ("attention_fusion", "dssa_full")
+    }
+    for r in headline["rows"]:
+        if r["method"] in ("attention_fusion", "dssa_full"):
+            assert rows[(r["dataset"], r["method"])]["per_seed"] == r["per_seed"]
+
+
 def test_a_training_option_added_later_keeps_older_cells_fresh_only_at_its_default():
     # A cell recorded before batch_groups / group_size existed ran with their defaults.
     now = {"method": {"kind": "timm"}, "train": {"lr": 1e-3, "batch_groups": "none", "group_size": 4}}
