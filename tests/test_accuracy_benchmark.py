@@ -695,7 +695,6 @@ def test_the_holef_one_change_table_changes_only_the_loss_in_each_step():
     # other's miner and rate, seeds 0-19; each step pairs two rows that differ in the loss alone
     cpu = config.load_benchmark_config(CPU)
     one = config.load_benchmark_config(CONFIGS / "cpu_holef_one_change.yaml")
-    h20 = config.load_benchmark_config(CONFIGS / "cpu_headline20.yaml")
     assert one["train"] == cpu["train"] and one["seeds"] == list(range(20))
     methods = one["methods"]
     for m in ("attention_fusion", "dssa_full"):
@@ -725,11 +724,8 @@ def test_the_holef_one_change_table_changes_only_the_loss_in_each_step():
     assert sorted(
         (s["dataset"], s["against"], s["method"], len(s["seeds"])) for s in table["steps"]
     ) == sorted((d, a, b, 20) for d in one["datasets"] for a, b in one["steps"])
-    # its dssa_full and attention_fusion rows are the twenty-seed headline table's
+    # its dssa_full and attention_fusion rows are the twenty-seed headline table's, cell for cell
     headline = json.loads((BENCH / "results" / "accuracy_cpu_headline20.json").read_text())
-    assert {m: h20["methods"][m] for m in ("attention_fusion", "dssa_full")} == {
-        m: methods[m] for m in ("attention_fusion", "dssa_full")
-    }
     for r in headline["rows"]:
         if r["method"] in ("attention_fusion", "dssa_full"):
             assert rows[(r["dataset"], r["method"])]["per_seed"] == r["per_seed"]
