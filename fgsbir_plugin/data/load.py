@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, DatasetDict
 
+from ..train.config import ANNOTATED_DATASETS  # light (no torch, no datasets); TrainConfig checks it too
 from . import pairs_folder, qmul_v1, qmul_v2, sketchy, synthetic
 
 __all__ = ["load_fgsbir", "load_fgsbir_pair", "carve_validation", "annotated_triplets", "DATASET_NAMES"]
@@ -221,6 +222,8 @@ def annotated_triplets(name: str, data_dir: str | os.PathLike | None = None) -> 
     Only QMUL-V1 ships them (``<cat>_annotation.json``); see ``qmul_v1.read_triplets``.
     """
     key = str(name).lower()
-    if key not in ("shoes_v1", "chairs_v1"):
-        raise ValueError(f"annotated triplets exist only for shoes_v1 and chairs_v1, not {name!r}")
+    if key not in ANNOTATED_DATASETS:
+        raise ValueError(
+            f"annotated triplets exist only for {' and '.join(ANNOTATED_DATASETS)}, not {name!r}"
+        )
     return qmul_v1.read_triplets(data_dir, category=_NAMED[key][1]["category"])

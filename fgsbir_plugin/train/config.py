@@ -47,7 +47,8 @@ CACHE_MODES = ("auto", "yes", "no")
 # How a batch's photos are chosen: at random (none), or in sets of look-alikes read from the human
 # annotations of QMUL-Shoe-V1 / QMUL-Chair-V1 (annotated: the photos annotators compared with each sketch).
 BATCH_GROUPS = ("none", "annotated")
-# The datasets that ship human-annotated triplets (fgsbir_plugin.data.load.annotated_triplets).
+# The datasets that ship human-annotated triplets; fgsbir_plugin.data.load.annotated_triplets reads them
+# and refuses any other name, and TrainConfig.validate refuses --batch-groups annotated for the others.
 ANNOTATED_DATASETS = ("shoes_v1", "chairs_v1")
 
 # Keywords of load_fgsbir_pair that training sets itself, so --data-kwargs must not repeat them. (``lenient``
