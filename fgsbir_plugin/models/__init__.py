@@ -6,9 +6,13 @@
 
 from .dssa import DSSA, CoarseFineFusion, SpatialAttention
 from .efficientnet_lite_import import (
+    OFFLINE_PACKAGES,
     convert_efficientnet_lite0_state_dict,
+    convert_efficientnet_lite_state_dict,
     efficientnet_lite0_weights_path,
+    efficientnet_lite_weights_path,
     load_efficientnet_lite0_imagenet,
+    load_efficientnet_lite_imagenet,
 )
 from .sketch_a_net import SketchANet
 
@@ -17,6 +21,10 @@ __all__ = [
     "SpatialAttention",
     "CoarseFineFusion",
     "SketchANet",
+    "OFFLINE_PACKAGES",
+    "load_efficientnet_lite_imagenet",
+    "convert_efficientnet_lite_state_dict",
+    "efficientnet_lite_weights_path",
     "load_efficientnet_lite0_imagenet",
     "convert_efficientnet_lite0_state_dict",
     "efficientnet_lite0_weights_path",

